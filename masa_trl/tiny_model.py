@@ -24,14 +24,94 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-_WORDS = (
-    "the of a is and to find what let think step by step output final answer within sum product number integer "
-    "prime factor divisor remainder modular arithmetic equation quadratic formula root polynomial triangle circle "
-    "angle area perimeter probability expected value combinatorics permutation combination binomial coefficient "
-    "sequence series geometric arithmetic progression inequality function derivative integral limit vector matrix "
-    "determinant parity symmetry induction proof case counting pigeonhole principle theorem lemma solution problem "
-    "notion pass rate length reasoning solve compute therefore hence thus so we get check verify correct"
-).split()
+_WORDS = [
+    "the",
+    "of",
+    "a",
+    "is",
+    "and",
+    "to",
+    "find",
+    "what",
+    "let",
+    "think",
+    "step",
+    "by",
+    "step",
+    "output",
+    "final",
+    "answer",
+    "within",
+    "sum",
+    "product",
+    "number",
+    "integer",
+    "prime",
+    "factor",
+    "divisor",
+    "remainder",
+    "modular",
+    "arithmetic",
+    "equation",
+    "quadratic",
+    "formula",
+    "root",
+    "polynomial",
+    "triangle",
+    "circle",
+    "angle",
+    "area",
+    "perimeter",
+    "probability",
+    "expected",
+    "value",
+    "combinatorics",
+    "permutation",
+    "combination",
+    "binomial",
+    "coefficient",
+    "sequence",
+    "series",
+    "geometric",
+    "arithmetic",
+    "progression",
+    "inequality",
+    "function",
+    "derivative",
+    "integral",
+    "limit",
+    "vector",
+    "matrix",
+    "determinant",
+    "parity",
+    "symmetry",
+    "induction",
+    "proof",
+    "case",
+    "counting",
+    "pigeonhole",
+    "principle",
+    "theorem",
+    "lemma",
+    "solution",
+    "problem",
+    "notion",
+    "pass",
+    "rate",
+    "length",
+    "reasoning",
+    "solve",
+    "compute",
+    "therefore",
+    "hence",
+    "thus",
+    "so",
+    "we",
+    "get",
+    "check",
+    "verify",
+    "correct",
+]
 
 _LATEX = [r"\frac{%d}{%d}", r"\sqrt{%d}", r"%d^{%d}", r"\binom{%d}{%d}", r"%d \cdot %d", r"\pi", r"\le", r"\ge"]
 
@@ -56,7 +136,11 @@ def generate_corpus(num_lines: int = 4000, seed: int = 0) -> list[str]:
             lines.append(f"Let's think step by step. {words} ${_math_expression(rng)}$ so \\boxed{{{a}}}")
         elif kind == 2:
             notions = [" ".join(rng.choice(_WORDS) for _ in range(2)) for _ in range(rng.randint(1, 3))]
-            payload = {"math_notion": notions, "pass_rate": rng.randint(0, 8), "solution_length": rng.randint(128, 4096)}
+            payload = {
+                "math_notion": notions,
+                "pass_rate": rng.randint(0, 8),
+                "solution_length": rng.randint(128, 4096),
+            }
             indent = rng.choice([None, 2])
             lines.append(f"<meta>{words}</meta>\n```json\n{json.dumps(payload, indent=indent)}\n```")
         else:

@@ -1,0 +1,203 @@
+r"""Scorers: turn a completion into (correct, extracted answer) for a problem.
+
+Two scorers, selectable by name (`--scorers math_verify,paper`):
+
+* `math_verify` (default): the project's robust scorer, [`masa_trl.math_reward.MathVerifier`]: the last
+  `\boxed{}` answer, math-verify in a worker pool with hard timeouts, cached verdicts. A completion without a boxed
+  answer is wrong.
+* `paper`: the semantics the MASA authors' tables were produced with ([`evaluation.compat_grader`]): last
+  `boxed`, else "the answer is", else the last number; numeric tolerance 1e-4 accepting x100 and /100; a symbolic
+  check in a worker process killed after `timeout` seconds. It uses `final_answer[0]` on OlympiadBench, as the
+  authors did.
+
+Multiple-choice items (GPQA) are scored by letter: `math_verify` reads only an explicit answer (a boxed letter,
+"the answer is (X)", "Answer: X"); `paper` follows the authors' `get_choice`, which falls back to the first standalone
+letter A-H of either case (so the article "a" counts as "A"; see `official_code_notes.md` §9.16).
+
+Every scorer counts timeouts (`stats()["timeouts"]`); the report states which scorer produced each table.
+"""
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from evaluation.benchmarks import Problem
+
+
+SCORERS = ("math_verify", "paper")
+
+
+@dataclass
+class ScoreResult:
+    correct: bool
+    extracted: str | None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Multiple-choice letters
+
+_LETTER = r"\(?\s*([A-Da-d])\s*\)?"
+_STRICT_PATTERNS = (
+    re.compile(r"\\boxed\{\s*(?:\\text(?:bf)?\{)?\s*\(?([A-Da-d])\)?\s*\}?\s*\}"),
+    re.compile(r"(?i:answer\s+is)\s*:?\s*\**" + _LETTER + r"(?![A-Za-z])"),
+    re.compile(r"(?i:answer)\s*:\s*\**" + _LETTER + r"(?![A-Za-z])"),
+)
+
+
+def extract_choice(text: str) -> str | None:
+    """The letter of an explicit final answer (the last one found), or None."""
+    text = text or ""
+    best: tuple[int, str] | None = None
+    for pattern in _STRICT_PATTERNS:
+        for match in pattern.finditer(text):
+            if best is None or match.start() >= best[0]:
+                best = (match.start(), match.group(1).upper())
+    return best[1] if best else None
+
+
+_PAPER_PATTERNS = (
+    re.compile(r"boxed\{\s*(?:\\text\{)?\s*\(?([A-Ha-h])\)?"),
+    re.compile(r"\(([A-H])\)"),
+    re.compile(r"(?i:answer(?:\s+is)?)\s*:?\s*\(?([A-Ha-h])\b"),
+)
+_STANDALONE_LETTER = re.compile(r"\b([A-Ha-h])\b")
+
+
+def extract_choice_paper(text: str) -> str | None:
+    """The authors' letter extraction: boxed / bracketed / prefixed letter, else the first standalone A-H, a-h."""
+    text = text or ""
+    for pattern in _PAPER_PATTERNS:
+        matches = pattern.findall(text)
+        if matches:
+            return matches[-1].upper()
+    match = _STANDALONE_LETTER.search(text)
+    return match.group(1).upper() if match else None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Scorers
+
+
+class Scorer:
+    """Base class: `score(problems, completions)` returns one [`ScoreResult`] per pair."""
+
+    name = "base"
+    description = ""
+
+    def __init__(self) -> None:
+        self._stats: Counter = Counter()
+
+    def score(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[ScoreResult]:
+        if len(problems) != len(completions):
+            raise ValueError(f"{len(problems)} problems for {len(completions)} completions")
+        results: list[ScoreResult | None] = [None] * len(problems)
+        math_idx = [i for i, p in enumerate(problems) if p.kind != "choice"]
+        for i, problem in enumerate(problems):
+            if problem.kind == "choice":
+                letter = self._extract_choice(completions[i])
+                results[i] = ScoreResult(letter is not None and letter == problem.answer, letter)
+        if math_idx:
+            scored = self._score_math([problems[i] for i in math_idx], [completions[i] for i in math_idx])
+            for i, result in zip(math_idx, scored, strict=True):
+                results[i] = result
+        self._stats["items"] += len(problems)
+        self._stats["correct"] += sum(r.correct for r in results)
+        self._stats["no_answer"] += sum(r.extracted in (None, "") for r in results)
+        return results  # type: ignore[return-value]
+
+    def _extract_choice(self, text: str) -> str | None:
+        return extract_choice(text)
+
+    def _score_math(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[ScoreResult]:
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, int]:
+        return {key: int(self._stats[key]) for key in ("items", "correct", "no_answer", "timeouts")} | {
+            key: int(value) for key, value in self._stats.items() if key not in ("items", "correct", "no_answer")
+        }
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class MathVerifyScorer(Scorer):
+    """The project's robust scorer: last `\\boxed{}` answer, math-verify in worker processes with hard timeouts."""
+
+    name = "math_verify"
+    description = (
+        "masa_trl.math_reward: last \\boxed{} answer, math-verify in worker processes with a hard timeout "
+        "(OlympiadBench lists compared as a whole)"
+    )
+
+    def __init__(self, timeout: float = 5.0, num_workers: int | None = None):
+        super().__init__()
+        from masa_trl.math_reward import MathVerifier
+
+        self.verifier = MathVerifier(timeout=timeout, num_workers=num_workers)
+
+    def _score_math(self, problems, completions):
+        from masa_trl.math_reward import extract_boxed_answer
+
+        predictions = [extract_boxed_answer(text) for text in completions]
+        before = self.verifier.stats()
+        scores = self.verifier.verify_batch([p.answer for p in problems], predictions)
+        after = self.verifier.stats()
+        for key in ("timeouts", "hard_timeouts", "gold_unparsable", "errors"):
+            self._stats[key] += after.get(key, 0) - before.get(key, 0)
+        return [ScoreResult(bool(s), pred) for s, pred in zip(scores, predictions, strict=True)]
+
+    def close(self) -> None:
+        self.verifier.close()
+
+
+class PaperScorer(Scorer):
+    """The paper-compatible scorer (see [`evaluation.compat_grader`])."""
+
+    name = "paper"
+    description = (
+        "paper-compatible (MASA authors' grader semantics): last boxed / 'the answer is' / last number, "
+        "numeric rel. tol. 1e-4 incl. x100 and /100, symbolic check in a worker with a hard timeout; "
+        "OlympiadBench final_answer[0]"
+    )
+
+    def __init__(self, timeout: float = 1.0):
+        super().__init__()
+        from evaluation.compat_grader import SymbolicChecker
+
+        self.checker = SymbolicChecker(timeout=timeout)
+
+    def _extract_choice(self, text: str) -> str | None:
+        return extract_choice_paper(text)
+
+    def _score_math(self, problems, completions):
+        from evaluation.compat_grader import extract_answer, math_equal, strip_string
+
+        results = []
+        before = self.checker.timeouts
+        for problem, text in zip(problems, completions, strict=True):
+            gold = problem.answers[0] if problem.answers else problem.answer
+            extracted = extract_answer(text)
+            correct = bool(extracted) and math_equal(extracted, strip_string(gold), symbolic=self.checker)
+            results.append(ScoreResult(correct, extracted or None))
+        self._stats["timeouts"] += self.checker.timeouts - before
+        return results
+
+    def close(self) -> None:
+        self.checker.close()
+
+
+def make_scorer(name: str, *, timeout: float | None = None) -> Scorer:
+    """A scorer by name: `math_verify` or `paper` (aliases: `masa_compat`, `compat`, `mv`)."""
+    key = name.strip().lower().replace("-", "_")
+    if key in ("math_verify", "mathverify", "mv"):
+        return MathVerifyScorer(timeout=timeout or 5.0)
+    if key in ("paper", "masa_compat", "compat"):
+        return PaperScorer(timeout=timeout or 1.0)
+    raise ValueError(f"unknown scorer {name!r}; choose from {', '.join(SCORERS)}")

@@ -1,0 +1,148 @@
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+
+@dataclass
+class MASAConfig(GRPOConfig):
+    r"""
+    Configuration class for the [`MASAGRPOTrainer`].
+
+    Extends [`~trl.GRPOConfig`] with the settings of MASA (Meta-Awareness via Self-Alignment,
+    [arXiv 2510.03259](https://huggingface.co/papers/2510.03259)). For every prompt the policy writes
+    `num_generations` (G) solution rollouts and `num_meta_generations` (M) meta rollouts, which predict the notions a
+    solution needs, its pass rate and its length; the meta rollouts are rewarded by their agreement with the statistics
+    of the same prompt's solution rollouts, and both kinds of rollout are trained in the same GRPO update.
+
+    Parameters:
+        > Parameters that control the meta rollouts
+
+        num_meta_generations (`int`, *optional*, defaults to `8`):
+            Number of meta rollouts per prompt (M). It may differ from `num_generations` (G). The paper uses 16.
+        pass_rate_scale (`int`, *optional*, defaults to `8`):
+            The meta prompt asks for `pass_rate` as an integer from 0 to this value (S in the paper's appendix A).
+        meta_min_length (`int`, *optional*, defaults to `128`):
+            Lower end of the `solution_length` range written in the meta prompt. The upper end is
+            `max_completion_length`.
+        meta_system_prompt (`str` or `None`, *optional*, defaults to `"You are a helpful assistant."`):
+            System message of the meta prompt; `None` or `""` omits it.
+        meta_prompt_template (`str` or `None`, *optional*, defaults to `None`):
+            Override of the meta prompt template (see `masa_trl.templates.META_PROMPT_TEMPLATE`); it must contain
+            `{problem}` and may use `{pass_rate_scale}`, `{min_length}` and `{max_length}`.
+
+        > Parameters that control the meta reward
+
+        difficulty_base (`float`, *optional*, defaults to `0.01`):
+            Base b of the difficulty reward `b ** |predicted pass rate - true pass rate|`, in (0, 1).
+        meta_reward_weights (`list[float]` or `None`, *optional*, defaults to `None`):
+            Weights of the meta reward functions. `None` gives each of them `1 / number of functions`, so that the
+            meta reward is the mean of its components, as in the paper.
+        correctness_reward (`str` or `None`, *optional*, defaults to `None`):
+            Name of the reward function that decides which solution rollouts are correct (the meta reward's notion
+            of "correct"). `None` takes the first reward function. A format or length reward added to
+            `reward_funcs` therefore never makes a wrong answer count as correct.
+        correctness_threshold (`float`, *optional*, defaults to `1.0`):
+            A solution rollout is correct when the correctness reward is at least this value.
+
+        > Parameters that control the update
+
+        meta_loss_weight (`float`, *optional*, defaults to `1.0`):
+            Weight of the meta rows in the policy loss, applied by scaling their advantages (every TRL policy loss
+            is positively homogeneous in the advantage, so this is an exact weighting of the meta objective).
+    """
+
+    num_meta_generations: int = field(
+        default=8,
+        metadata={"help": "Number of meta rollouts per prompt (M); may differ from num_generations (G)."},
+    )
+    pass_rate_scale: int = field(
+        default=8,
+        metadata={"help": "The meta prompt asks for pass_rate as an integer from 0 to this value."},
+    )
+    meta_min_length: int = field(
+        default=128,
+        metadata={
+            "help": "Lower end of the solution_length range in the meta prompt (upper end: max_completion_length)."
+        },
+    )
+    meta_system_prompt: str | None = field(
+        default="You are a helpful assistant.",
+        metadata={"help": "System message of the meta prompt; empty to omit it."},
+    )
+    meta_prompt_template: str | None = field(
+        default=None,
+        metadata={"help": "Override of the meta prompt template; must contain {problem}."},
+    )
+    difficulty_base: float = field(
+        default=0.01,
+        metadata={"help": "Base b of the difficulty reward b ** |pred - true|, in (0, 1)."},
+    )
+    meta_reward_weights: list[float] | None = field(
+        default=None,
+        metadata={"help": "Weights of the meta reward functions; default: equal weights summing to 1 (the mean)."},
+    )
+    correctness_reward: str | None = field(
+        default=None,
+        metadata={"help": "Name of the reward function that decides correctness; default: the first one."},
+    )
+    correctness_threshold: float = field(
+        default=1.0,
+        metadata={"help": "A solution rollout is correct when the correctness reward is at least this value."},
+    )
+    meta_loss_weight: float = field(
+        default=1.0,
+        metadata={"help": "Weight of the meta rows in the policy loss (scales their advantages)."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()  # resolves generation_batch_size and steps_per_generation first
+
+        if self.num_meta_generations < 2:
+            raise ValueError(
+                f"MASA needs at least 2 meta rollouts per prompt for group-relative advantages, got "
+                f"num_meta_generations={self.num_meta_generations}. Set --num_meta_generations 2 or more."
+            )
+        if self.pass_rate_scale < 1:
+            raise ValueError(f"pass_rate_scale must be a positive integer, got {self.pass_rate_scale}.")
+        if not 0.0 < self.difficulty_base < 1.0:
+            raise ValueError(f"difficulty_base must lie in (0, 1), got {self.difficulty_base} (the paper uses 0.01).")
+        if self.meta_loss_weight < 0:
+            raise ValueError(f"meta_loss_weight must be >= 0, got {self.meta_loss_weight}.")
+        if self.meta_min_length > self.max_completion_length:
+            raise ValueError(
+                f"meta_min_length ({self.meta_min_length}) exceeds max_completion_length "
+                f"({self.max_completion_length}): the meta prompt would ask for an empty length range. Lower "
+                "--meta_min_length or raise --max_completion_length."
+            )
+
+        # Meta rows are spread evenly over the processes like the solution rows, M per prompt: every process must get
+        # a whole number of them, and the joined rows must split evenly into steps_per_generation micro-batches
+        # (TRL silently drops a remainder, which would lose rollouts).
+        local_rows = self.per_device_train_batch_size * self.steps_per_generation
+        meta_rows = local_rows * self.num_meta_generations
+        if meta_rows % self.num_generations != 0:
+            raise ValueError(
+                f"Each process generates per_device_train_batch_size * steps_per_generation = {local_rows} solution "
+                f"rollouts, i.e. {local_rows}/{self.num_generations} prompts, times num_meta_generations="
+                f"{self.num_meta_generations} meta rollouts = {meta_rows / self.num_generations:g}, which is not a whole "
+                "number. Make per_device_train_batch_size * steps_per_generation * num_meta_generations a multiple of "
+                "num_generations."
+            )
+        total_rows = local_rows + meta_rows // self.num_generations
+        if total_rows % self.steps_per_generation != 0:
+            raise ValueError(
+                f"Each process holds {local_rows} solution + {meta_rows // self.num_generations} meta rows per "
+                f"generation = {total_rows}, which does not split evenly into steps_per_generation="
+                f"{self.steps_per_generation} micro-batches (the remainder would be dropped). Change "
+                "num_meta_generations, per_device_train_batch_size or gradient_accumulation_steps."
+            )
+        num_generations_eval = self.num_generations_eval or self.num_generations
+        if self.eval_strategy != "no" and (
+            self.per_device_eval_batch_size * self.num_meta_generations % num_generations_eval != 0
+        ):
+            raise ValueError(
+                f"per_device_eval_batch_size={self.per_device_eval_batch_size} times num_meta_generations="
+                f"{self.num_meta_generations} is not a multiple of the evaluation group size {num_generations_eval}, so "
+                "the evaluation meta rows cannot be spread evenly over the processes. Change "
+                "per_device_eval_batch_size."
+            )

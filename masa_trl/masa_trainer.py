@@ -1,0 +1,344 @@
+"""`MASAGRPOTrainer`: TRL's GRPOTrainer with MASA's parallel meta rollouts trained in the same update."""
+
+from collections import defaultdict, deque
+from contextlib import contextmanager
+from typing import ClassVar
+
+import torch
+from accelerate.utils import gather_object
+from datasets import Dataset, IterableDataset
+from torch import nn
+from trl import GRPOTrainer
+from trl.trainer.utils import get_callable_name
+
+from masa_trl.batching import concat_rollout_batches
+from masa_trl.masa_config import MASAConfig
+from masa_trl.math_reward import math_accuracy_reward
+from masa_trl.meta import parse_meta_prediction
+from masa_trl.meta_metrics import meta_alignment_metrics
+from masa_trl.meta_rewards import default_meta_reward_funcs
+from masa_trl.rewards import SolutionStats
+from masa_trl.templates import META_PROMPT_TEMPLATE, meta_prompt, solution_prompt
+
+
+def completion_text(completion) -> str:
+    """The text of a TRL completion, which is a string or a list of chat messages."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(message["content"] for message in completion if isinstance(message.get("content"), str))
+
+
+class MASAGRPOTrainer(GRPOTrainer):
+    r"""
+    Trainer for MASA, Meta-Awareness via Self-Alignment ([arXiv 2510.03259](https://huggingface.co/papers/2510.03259)).
+
+    For every prompt of a generation batch the policy writes `num_generations` (G) solution rollouts from the solution
+    prompt and `num_meta_generations` (M) meta rollouts from the meta prompt (appendix A of the paper). Solution
+    rollouts are scored by `reward_funcs` exactly as in [`~trl.GRPOTrainer`]; meta rollouts are scored by
+    `meta_reward_funcs` against the statistics of the same prompt's G solution rollouts, gathered across processes.
+    Both kinds of row get group-relative advantages (solutions within their G, meta rollouts within their M) and go
+    through TRL's loss in the same optimizer step.
+
+    What changes w.r.t. [`~trl.GRPOTrainer`]: `_generate_and_score_completions` runs TRL's own pipeline twice, once on
+    the solution prompts and once, with the group size, reward functions, metrics and completion logs switched to
+    their meta counterparts, on the meta prompts, then joins the two batches; `_calculate_rewards` records the
+    solution statistics and parses the meta outputs. Generation, log-probabilities, importance sampling, the
+    reference model, advantages and every `loss_type` are TRL's own code.
+
+    Args:
+        model, args, train_dataset, eval_dataset, processing_class, reward_processing_classes, callbacks, optimizers,
+        peft_config:
+            As in [`~trl.GRPOTrainer`]; `args` is a [`MASAConfig`].
+        reward_funcs (`RewardFunc` or `list[RewardFunc]`, *optional*):
+            Solution reward functions. Defaults to [`~masa_trl.math_reward.math_accuracy_reward`], which reads the
+            dataset's `answer` column. The one named by `args.correctness_reward` (default: the first) decides which
+            solution rollouts are correct for the meta reward.
+        meta_reward_funcs (`list[Callable]`, *optional*):
+            Meta reward callables, TRL-style (`f(prompts, completions, completion_ids, **kwargs)`), receiving
+            `meta_prediction` and `solution_stats` keyword arguments (see `masa_trl.meta_rewards`). Defaults to the
+            paper's length, difficulty and notion alignment rewards, averaged.
+
+    Datasets need a `problem` column (both prompts are rendered from it) and the columns the reward functions read
+    (`answer` for the default reward). A ready `prompt` column, if present, is used as the solution prompt.
+
+    Example:
+
+    ```python
+    >>> from masa_trl import MASAConfig, MASAGRPOTrainer
+    >>> trainer = MASAGRPOTrainer(model="Qwen/Qwen3-8B-Base", args=MASAConfig(num_meta_generations=16), train_dataset=ds)
+    >>> trainer.train()
+    ```
+    """
+
+    _tag_names: ClassVar[list[str]] = ["trl", "grpo", "masa"]
+    _name = "MASA"
+    _paper: ClassVar[dict[str, str]] = {
+        "title": "Meta-Awareness Enhances Reasoning Models: Self-Alignment Reinforcement Learning",
+        "id": "2510.03259",
+    }
+
+    def __init__(
+        self,
+        model,
+        reward_funcs=None,
+        args: MASAConfig | None = None,
+        train_dataset: Dataset | IterableDataset | None = None,
+        eval_dataset=None,
+        processing_class=None,
+        reward_processing_classes=None,
+        callbacks=None,
+        optimizers=(None, None),
+        peft_config=None,
+        meta_reward_funcs: list | None = None,
+        **kwargs,
+    ):
+        unsupported = sorted(k for k, v in kwargs.items() if v is not None)
+        if unsupported:
+            raise NotImplementedError(
+                f"MASAGRPOTrainer does not support {unsupported}: MASA needs one plain-text solution rollout per row "
+                "and a meta rollout rendered from the same problem. Remove these arguments."
+            )
+        if args is None:
+            model_name = model if isinstance(model, str) else model.config._name_or_path
+            args = MASAConfig(f"{model_name.split('/')[-1]}-MASA")
+        elif not isinstance(args, MASAConfig):
+            raise TypeError(f"args must be a MASAConfig, got {type(args).__name__}. Build it with MASAConfig(...).")
+        if reward_funcs is None:
+            reward_funcs = [math_accuracy_reward]
+        reward_func_list = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
+        required = ["problem"] + (["answer"] if math_accuracy_reward in reward_func_list else [])
+        train_dataset = _prepare_dataset(train_dataset, required, "train_dataset")
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {k: _prepare_dataset(v, required, f"eval_dataset[{k!r}]") for k, v in eval_dataset.items()}
+        else:
+            eval_dataset = _prepare_dataset(eval_dataset, required, "eval_dataset")
+
+        super().__init__(
+            model=model,
+            reward_funcs=reward_funcs,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            reward_processing_classes=reward_processing_classes,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            peft_config=peft_config,
+        )
+
+        if args.correctness_reward is None:
+            self._correctness_index = 0
+        elif args.correctness_reward in self.reward_func_names:
+            self._correctness_index = self.reward_func_names.index(args.correctness_reward)
+        else:
+            raise ValueError(
+                f"correctness_reward={args.correctness_reward!r} names no reward function; the reward functions are "
+                f"{self.reward_func_names}. Set --correctness_reward to one of them."
+            )
+
+        self.meta_reward_funcs = meta_reward_funcs or default_meta_reward_funcs(args.difficulty_base)
+        for func in self.meta_reward_funcs:
+            if isinstance(func, (str, nn.Module)) or not callable(func):
+                raise TypeError(f"meta_reward_funcs must be callables, got {func!r}.")
+        self.meta_reward_func_names = [get_callable_name(func) for func in self.meta_reward_funcs]
+        num_meta_funcs = len(self.meta_reward_funcs)
+        weights = args.meta_reward_weights or [1.0 / num_meta_funcs] * num_meta_funcs
+        if len(weights) != num_meta_funcs:
+            raise ValueError(
+                f"meta_reward_weights has {len(weights)} values but there are {num_meta_funcs} meta reward functions "
+                f"({self.meta_reward_func_names})."
+            )
+        self.meta_reward_weights = torch.tensor(weights, dtype=torch.float32)
+
+        if self.processing_class.chat_template is None:
+            raise ValueError(
+                "The tokenizer has no chat template, which the meta prompt (a system and a user message) needs. Set "
+                "tokenizer.chat_template or use a chat model's tokenizer."
+            )
+        self._meta_prompt("A problem with {braces} to check the meta prompt template.")  # a bad template fails now
+
+        self._in_meta_phase = False
+        self._solution_rollouts = None  # the latest solution rollouts and their gathered rewards
+        self._solution_stats: list[SolutionStats | None] = []
+
+    # ------------------------------------------------------------------------------------------------ prompts
+    def _meta_prompt(self, problem: str) -> list[dict]:
+        return meta_prompt(
+            problem,
+            pass_rate_scale=self.args.pass_rate_scale,
+            max_length=self.args.max_completion_length,
+            min_length=self.args.meta_min_length,
+            system_prompt=self.args.meta_system_prompt,
+            template=self.args.meta_prompt_template or META_PROMPT_TEMPLATE,
+        )
+
+    def _group_size(self, mode: str) -> int:
+        return self.num_generations if mode == "train" else self.num_generations_eval
+
+    # ------------------------------------------------------------------------------------------------ rollouts
+    def _generate_and_score_completions(self, inputs: list[dict]) -> dict:
+        mode = "train" if self.model.training else "eval"
+        group_size = self._group_size(mode)
+        # The completion table shows the latest generation batch, both kinds of row; TRL's fixed-size deques would
+        # push solution rows out and misalign the columns that only one kind of row has.
+        self._logs = _completion_logs()
+        solution_batch = super()._generate_and_score_completions(inputs)  # records self._solution_rollouts
+
+        # Meta rows are laid out prompt-major over the gathered batch, M per prompt, and each process takes an equal
+        # contiguous share, like the solution rows; a prompt whose rollouts straddle two processes is therefore
+        # handled exactly as TRL handles a straddling solution group.
+        first_row = self.accelerator.process_index * len(inputs)
+        group_starts = [example for i, example in enumerate(inputs) if (first_row + i) % group_size == 0]
+        all_prompts = gather_object(group_starts)
+        self._solution_stats = self._gather_solution_stats(all_prompts, *self._solution_rollouts)
+        num_local = len(inputs) * self.args.num_meta_generations // group_size
+        start = self.accelerator.process_index * num_local
+        meta_inputs = []
+        for row in range(start, start + num_local):
+            index = row // self.args.num_meta_generations
+            meta_example = dict(all_prompts[index])
+            meta_example["prompt"] = self._meta_prompt(meta_example["problem"])
+            meta_example["solution_stats"] = self._solution_stats[index]
+            meta_example["prompt_index"] = index
+            meta_inputs.append(meta_example)
+
+        with self._meta_phase(mode) as (meta_metrics, meta_logs):
+            meta_batch = super()._generate_and_score_completions(meta_inputs)
+        meta_batch["advantages"] = meta_batch["advantages"] * self.args.meta_loss_weight
+        self._record_meta_phase(mode, meta_inputs, meta_metrics, meta_logs)
+
+        device = solution_batch["advantages"].device
+        solution_batch["is_meta"] = torch.zeros(len(inputs), dtype=torch.bool, device=device)
+        meta_batch["is_meta"] = torch.ones(len(meta_inputs), dtype=torch.bool, device=device)
+        return concat_rollout_batches(solution_batch, meta_batch, self._tokenizer.pad_token_id)
+
+    @contextmanager
+    def _meta_phase(self, mode: str):
+        """Switch TRL's pipeline to the meta rollouts: group size M, meta reward functions, separate metrics/logs."""
+        saved = {
+            name: getattr(self, name)
+            for name in (
+                "num_generations",
+                "num_generations_eval",
+                "reward_funcs",
+                "reward_func_names",
+                "reward_weights",
+                "reward_processing_classes",
+                "_metrics",
+                "_logs",
+            )
+        }
+        meta_metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        meta_logs = _completion_logs()
+        self.num_generations = self.num_generations_eval = self.args.num_meta_generations
+        self.reward_funcs = self.meta_reward_funcs
+        self.reward_func_names = self.meta_reward_func_names
+        self.reward_weights = self.meta_reward_weights
+        self.reward_processing_classes = [None] * len(self.meta_reward_funcs)
+        self._metrics, self._logs = meta_metrics, meta_logs
+        self._in_meta_phase = True
+        try:
+            yield meta_metrics[mode], meta_logs
+        finally:
+            for name, value in saved.items():
+                setattr(self, name, value)
+            self._in_meta_phase = False
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        if self._in_meta_phase:
+            for example, completion in zip(inputs, completions, strict=True):
+                example["meta_prediction"] = parse_meta_prediction(
+                    completion_text(completion),
+                    pass_rate_scale=self.args.pass_rate_scale,
+                    max_length=self.args.max_completion_length,
+                )
+            return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._solution_rollouts = (completions, completion_ids_list, rewards_per_func)
+        return rewards_per_func
+
+    def _gather_solution_stats(self, all_prompts, completions, completion_ids_list, rewards_per_func):
+        """Per prompt of the whole (gathered) batch: correctness, token lengths and texts of its solution rollouts."""
+        group_size = self._group_size("train" if self.model.training else "eval")
+        device = self.accelerator.device
+        lengths = self.accelerator.gather(torch.tensor([len(ids) for ids in completion_ids_list], device=device))
+        texts = gather_object([completion_text(c) for c in completions])
+        problems = [example["problem"] for example in all_prompts]
+        scores = rewards_per_func[:, self._correctness_index].view(-1, group_size).cpu()
+        lengths = lengths.view(-1, group_size).tolist()
+        stats = []
+        for g, problem in enumerate(problems):
+            if torch.isnan(scores[g]).all():  # gold answer unparsable: the meta rows of this prompt stay unscored
+                stats.append(None)
+                continue
+            stats.append(
+                SolutionStats(
+                    correct=(scores[g] >= self.args.correctness_threshold).tolist(),
+                    lengths=lengths[g],
+                    solutions=texts[g * group_size : (g + 1) * group_size],
+                    problem=problem,
+                )
+            )
+        return stats
+
+    # ------------------------------------------------------------------------------------------------ logging
+    def _record_meta_phase(self, mode, meta_inputs, meta_metrics, meta_logs):
+        for name, values in meta_metrics.items():
+            if name != "num_tokens":  # a running total of all tokens, already logged by the solution phase
+                self._metrics[mode][f"meta/{name}"].extend(values)
+
+        predictions = gather_object([example["meta_prediction"] for example in meta_inputs])
+        prompt_index = gather_object([example["prompt_index"] for example in meta_inputs])
+        for name, value in meta_alignment_metrics(predictions, prompt_index, self._solution_stats).items():
+            self._metrics[mode][f"meta/{name}"].append(value)
+
+        if self.log_completions:
+            meta_logs["extra"]["pred_pass_rate"].extend(p.pass_rate if p else None for p in predictions)
+            meta_logs["extra"]["pred_length"].extend(p.length if p else None for p in predictions)
+            meta_logs["extra"]["pred_notions"].extend(", ".join(p.notions) if p else None for p in predictions)
+            _merge_completion_logs(self._logs, meta_logs)
+
+
+def _prepare_dataset(dataset, required: list[str], name: str):
+    """Check the columns MASA needs and render the solution prompt from `problem` when there is no `prompt`."""
+    if dataset is None:
+        return None
+    columns = dataset.column_names
+    if columns is None:  # an IterableDataset of unknown features: checked lazily by the map below
+        columns = required + ["prompt"]
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise ValueError(
+            f"{name} lacks the column(s) {missing} that MASA needs; it has {sorted(columns)}. Rename the columns "
+            "(dataset.rename_column) so that the problem text is in 'problem' and the gold answer in 'answer'."
+        )
+    if "prompt" in columns:
+        return dataset
+    return dataset.map(lambda example: {"prompt": solution_prompt(example["problem"])})
+
+
+def _completion_logs() -> dict:
+    """An empty completion table in the layout of `GRPOTrainer._logs`."""
+    return {
+        "images": deque(),
+        "prompt": deque(),
+        "completion": deque(),
+        "rewards": defaultdict(deque),
+        "advantages": deque(),
+        "extra": defaultdict(deque),
+    }
+
+
+def _merge_completion_logs(logs: dict, meta_logs: dict) -> None:
+    """Append the meta rows to the completion table, padding the columns one kind of row lacks with `None`."""
+    num_solution, num_meta = len(logs["prompt"]), len(meta_logs["prompt"])
+    logs["extra"]["kind"].extend(["solution"] * num_solution)
+    meta_logs["extra"]["kind"].extend(["meta"] * num_meta)
+    for key in ("prompt", "completion", "advantages"):
+        logs[key].extend(meta_logs[key])
+    for group in ("rewards", "extra"):
+        for column in set(logs[group]) | set(meta_logs[group]):
+            if column not in logs[group]:
+                logs[group][column].extend([None] * num_solution)
+            logs[group][column].extend(meta_logs[group].get(column, [None] * num_meta))

@@ -1,0 +1,252 @@
+"""Parsing and writing of MASA meta predictions.
+
+A meta rollout answers the meta prompt (see [`~masa_trl.templates.meta_prompt`]) with reasoning between `<meta>` and
+`</meta>`, followed by a JSON object such as `{"math_notion": ["modular arithmetic"], "pass_rate": 5,
+"solution_length": 900}`. [`parse_meta_prediction`] turns that text into a [`MetaPrediction`];
+[`format_meta_prediction`] writes the canonical text, e.g. for expert trajectories.
+
+The parser is tolerant about layout and strict about content: any valid JSON object is found, compact or
+pretty-printed, fenced or not, but values are never salvaged from broken JSON. A lenient parser lets the policy
+drift towards broken output, because broken output is still rewarded.
+
+>>> prediction = parse_meta_prediction('<meta>{x} is odd</meta>\\n{"math_notion": ["parity"], "pass_rate": 6, '
+...                                    '"solution_length": 512}')
+>>> prediction.notions, prediction.pass_rate, prediction.length, prediction.reasoning
+(('parity',), 0.75, 512, '{x} is odd')
+"""
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+META_OPEN_TAG = "<meta>"
+META_CLOSE_TAG = "</meta>"
+NOTION_KEY = "math_notion"
+PASS_RATE_KEY = "pass_rate"
+LENGTH_KEY = "solution_length"
+_REQUIRED_KEYS = (NOTION_KEY, PASS_RATE_KEY, LENGTH_KEY)
+
+# Levels of containers (objects or arrays) allowed inside the top-level object. The meta object needs one (the notion
+# list); the second leaves room for extra keys. An object holding deeper values is not recognised. The scan costs
+# O(_MAX_NESTING) per `{` on nested junk, so this stays small.
+_MAX_NESTING = 2
+
+
+def _json_object_pattern(max_nesting: int) -> re.Pattern:
+    """
+    A regex that matches a JSON object with containers nested at most `max_nesting` levels below it.
+
+    It follows the JSON grammar as `json.loads` accepts it (including `NaN` and `Infinity`). Every quantifier is
+    possessive and every alternation atomic, with alternatives that start with different characters, so the engine
+    never backtracks, and junk such as `{{{{` or `{"{"{"` fails after a few characters. Attempts overlap where objects
+    nest, at most `max_nesting` levels deep, or where a `{` inside a string starts an attempt, which fails almost at
+    once: the scan is linear. `json.JSONDecoder.raw_decode` at every `{` is quadratic on nested junk instead.
+    """
+    ws = r"[ \t\n\r]*+"
+    string = r'"(?:[^"\\\x00-\x1f]++|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*+"'
+    number = r"-?+(?:0|[1-9][0-9]*+)(?:\.[0-9]++)?+(?:[eE][+-]?+[0-9]++)?+"
+    literal = r"true|false|null|NaN|Infinity|-Infinity"
+    value = f"(?>{string}|{number}|{literal})"
+    for _ in range(max_nesting + 1):
+        # A member or an element is followed either by a comma and the start of the next one, or by the closing
+        # bracket: trailing commas fail without backtracking. Objects and arrays both embed the previous `value`, so
+        # the pattern doubles in size per level.
+        members = f'(?:{string}{ws}:{ws}{value}{ws}(?:,{ws}(?=")|(?=\\}})))*+'
+        elements = f"(?:{value}{ws}(?:,{ws}(?=[^\\]])|(?=\\])))*+"
+        obj = rf"\{{{ws}{members}\}}"
+        array = rf"\[{ws}{elements}\]"
+        value = f"(?>{string}|{number}|{literal}|{obj}|{array})"
+    # The last `obj` is the top-level object, with `max_nesting` container levels below it. The lookahead skips empty
+    # objects, so that junk such as `{}{}{}` yields no candidates at all.
+    return re.compile(rf'(?=\{{{ws}"){obj}')
+
+
+_JSON_OBJECT = _json_object_pattern(_MAX_NESTING)
+_HAS_LENGTH_KEY = re.compile(f'"{LENGTH_KEY}"').search
+_INTEGER_TEXT = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_NUMBER_TEXT = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
+@dataclass(frozen=True)
+class MetaPrediction:
+    """
+    A parsed meta prediction.
+
+    Args:
+        notions (`tuple[str, ...]`):
+            The predicted notions, stripped, without empty strings, in the order given. A tuple, so the prediction
+            stays immutable and hashable. Duplicates are kept; the notion reward counts them once.
+        pass_rate (`float`):
+            The predicted pass rate in [0, 1]: the predicted integer divided by the scale S.
+        length (`int`):
+            The predicted solution length in tokens, positive, clamped to `max_length` when the parser got one.
+        reasoning (`str` or `None`):
+            The text between the first `<meta>` and the last `</meta>`, unmodified; `None` without both tags.
+    """
+
+    notions: tuple[str, ...]
+    pass_rate: float
+    length: int
+    reasoning: str | None = None
+
+
+def _as_integer(value) -> int | None:
+    """Read an integer written as a JSON integer, a whole float (`5.0`) or a numeric string (`"5"`)."""
+    # `bool` is a subclass of `int`: `true` is not a number here.
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if _INTEGER_TEXT.fullmatch(text):
+                return int(text)
+            if _NUMBER_TEXT.fullmatch(text):
+                return _as_integer(float(text))
+        except ValueError:  # more digits than `sys.get_int_max_str_digits()` allows
+            return None
+    return None
+
+
+def _as_notions(value) -> tuple[str, ...] | None:
+    if isinstance(value, str):
+        value = value.split(",")
+    elif not isinstance(value, list) or not all(isinstance(notion, str) for notion in value):
+        return None
+    return tuple(notion.strip() for notion in value if notion.strip())
+
+
+def _extract_reasoning(text: str, close: int) -> str | None:
+    start = text.find(META_OPEN_TAG, 0, close)
+    return text[start + len(META_OPEN_TAG) : close] if start >= 0 else None
+
+
+def _last_meta_object(region: str) -> dict | None:
+    # Cheap exit for the common failure and for most junk: the object must spell out all three keys.
+    if not all(f'"{key}"' in region for key in _REQUIRED_KEYS):
+        return None
+    # `filter` with a C-level predicate keeps the cost per junk object low when there are very many of them.
+    for span in filter(_HAS_LENGTH_KEY, reversed(_JSON_OBJECT.findall(region))):
+        if not all(f'"{key}"' in span for key in _REQUIRED_KEYS):
+            continue
+        try:
+            obj = json.loads(span)
+        except (ValueError, RecursionError):  # e.g. an integer with more digits than Python converts
+            continue
+        if all(key in obj for key in _REQUIRED_KEYS):
+            return obj
+    return None
+
+
+def parse_meta_prediction(text: str, pass_rate_scale: int = 8, max_length: int | None = None) -> MetaPrediction | None:
+    """
+    Parse a meta rollout into a [`MetaPrediction`].
+
+    The prediction is the last JSON object after the last `</meta>` (or, without `</meta>`, in the whole text) that
+    has the keys `math_notion`, `pass_rate` and `solution_length`; extra keys are ignored. The object may be compact
+    or pretty-printed and may sit in a code fence or among other text. Only what `json.loads` accepts counts: a
+    Python `str(dict)` with single quotes, a truncated object or any other broken JSON gives `None`, and values are
+    never read out of it.
+
+    Values:
+    - `pass_rate` and `solution_length` are integers, written as JSON integers, whole floats (`5.0`) or numeric
+      strings (`"5"`); booleans are not numbers.
+    - `pass_rate` must lie in `0..pass_rate_scale` and is returned divided by `pass_rate_scale`.
+    - `solution_length` must be positive. A length above `max_length` is clamped to `max_length` rather than rejected:
+      it is a well-formed prediction of a long solution, and the length reward judges it.
+    - `math_notion` is a list of strings or one comma-separated string; notions are stripped and empty ones dropped.
+      An empty list is valid.
+
+    Parsing takes linear time in the length of `text`, and never raises on a string.
+
+    Args:
+        text (`str`):
+            The meta rollout (completion text).
+        pass_rate_scale (`int`, *optional*, defaults to `8`):
+            The scale S of the predicted pass rate, as given to [`~masa_trl.templates.meta_prompt`].
+        max_length (`int` or `None`, *optional*, defaults to `None`):
+            If given, predicted lengths above it are clamped to it.
+
+    Returns:
+        [`MetaPrediction`] or `None`: The prediction, or `None` when there is no valid one.
+    """
+    if isinstance(pass_rate_scale, bool) or not isinstance(pass_rate_scale, int) or pass_rate_scale < 1:
+        raise ValueError(f"`pass_rate_scale` must be a positive integer, got {pass_rate_scale!r}.")
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+        raise ValueError(f"`max_length` must be a positive integer or None, got {max_length!r}.")
+    if not isinstance(text, str):
+        return None
+
+    close = text.rfind(META_CLOSE_TAG)
+    if close >= 0:
+        reasoning = _extract_reasoning(text, close)
+        region = text[close + len(META_CLOSE_TAG) :]
+    else:
+        reasoning = None
+        region = text
+
+    obj = _last_meta_object(region)
+    if obj is None:
+        return None
+    notions = _as_notions(obj[NOTION_KEY])
+    pass_rate = _as_integer(obj[PASS_RATE_KEY])
+    length = _as_integer(obj[LENGTH_KEY])
+    if notions is None or pass_rate is None or length is None:
+        return None
+    if not 0 <= pass_rate <= pass_rate_scale or length < 1:
+        return None
+    if max_length is not None:
+        length = min(length, max_length)
+    return MetaPrediction(notions=notions, pass_rate=pass_rate / pass_rate_scale, length=length, reasoning=reasoning)
+
+
+def format_meta_prediction(
+    notions: Sequence[str],
+    pass_rate: int,
+    length: int,
+    reasoning: str | None = None,
+    *,
+    indent: int | None = None,
+) -> str:
+    """
+    Write a meta prediction in exactly the format the meta prompt asks for: `<meta>{reasoning}</meta>`, a newline,
+    then the JSON object with the keys `math_notion`, `pass_rate` and `solution_length`.
+
+    Use it to write expert trajectories with the true statistics substituted: `pass_rate` is the integer on the
+    prompt's 0..S scale (not a fraction), and `length` an integer token count.
+    `parse_meta_prediction(format_meta_prediction(...))` round-trips, with the pass rate divided by S.
+
+    Args:
+        notions (`Sequence[str]`):
+            The notions, written as a JSON list.
+        pass_rate (`int`):
+            The pass rate as an integer on the 0..S scale.
+        length (`int`):
+            The solution length in tokens, positive.
+        reasoning (`str` or `None`, *optional*, defaults to `None`):
+            The `<meta>` reasoning, written unchanged. With `None`, only the JSON object is written.
+        indent (`int` or `None`, *optional*, defaults to `None`):
+            Passed to `json.dumps`; `None` writes compact single-line JSON.
+
+    Returns:
+        `str`: The meta completion text.
+    """
+    if isinstance(notions, str) or not all(isinstance(notion, str) for notion in notions):
+        raise TypeError(f"`notions` must be a list of strings, got {notions!r}.")
+    for name, value, minimum in (("pass_rate", pass_rate, 0), ("length", length, 1)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"`{name}` must be an integer, got {type(value).__name__}: {value!r}.")
+        if value < minimum:
+            raise ValueError(f"`{name}` must be at least {minimum}, got {value}.")
+    payload = {NOTION_KEY: list(notions), PASS_RATE_KEY: pass_rate, LENGTH_KEY: length}
+    # "</meta>" can only occur inside a JSON string, where "<\/meta>" is the same string: the escape keeps a notion
+    # that mentions the tag from being taken for the end of the reasoning.
+    body = json.dumps(payload, ensure_ascii=False, indent=indent).replace(META_CLOSE_TAG, "<\\/meta>")
+    if reasoning is None:
+        return body
+    return f"{META_OPEN_TAG}{reasoning}{META_CLOSE_TAG}\n{body}"

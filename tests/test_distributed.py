@@ -1,0 +1,51 @@
+"""Two CPU processes (gloo): a prompt whose rollouts straddle the ranks is scored from gathered statistics."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+SCRIPT = Path(__file__).parent / "distributed" / "masa_two_ranks.py"
+
+
+def launch_two_ranks(script: Path, *args: str, timeout: int = 600) -> None:
+    # `--cpu` would start a single process; `--multi_gpu` without GPUs gives two gloo ranks on the CPU.
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29517",
+        str(script),
+        *args,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=timeout, env=env)
+    assert result.returncode == 0, f"2-process run failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+
+
+@pytest.mark.timeout(600)
+def test_straddling_group_is_scored_from_gathered_statistics(tiny_model_dir, tmp_path):
+    output = tmp_path / "result.json"
+    launch_two_ranks(SCRIPT, str(tiny_model_dir), str(output))
+    results = [json.loads(Path(f"{output}.rank{rank}").read_text()) for rank in (0, 1)]
+    for result in results:
+        assert result["world_size"] == 2
+        assert result["global_step"] == 2
+        assert result["params_changed"]
+        assert result["pass_rates"] == [1.0, 0.5, 0.0]
+        # Every meta rollout predicts 4/8 = 0.5: reward 0.01 ** 0.5 = 0.1 for prompts 0 and 2, 1.0 for prompt 1.
+        assert result["difficulty_rewards"] == pytest.approx([0.1, 0.1, 1.0, 1.0, 0.1, 0.1])

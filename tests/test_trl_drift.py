@@ -1,0 +1,63 @@
+"""Drift guard: MASAGRPOTrainer overrides and calls private TRL methods, pinned to trl==1.16.0.
+
+If one of these tests fails after a TRL upgrade, read the new method before changing the expected signature: the
+override in masa_trl/masa_trainer.py may rely on behaviour that moved.
+"""
+
+import inspect
+
+import pytest
+import trl
+from trl import GRPOTrainer
+
+
+# Private methods MASA overrides or calls, and the exact signatures it was written against.
+PINNED_SIGNATURES = {
+    "_generate_and_score_completions": (
+        "(self, inputs: list[dict[str, torch.Tensor | typing.Any]]) -> dict[str, torch.Tensor | typing.Any]"
+    ),
+    "_calculate_rewards": "(self, inputs, prompts, completions, completion_ids_list)",
+    "_generate_single_turn": "(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False)",
+    "_generate": "(self, prompts: list)",
+    "_tokenize_prompts": "(self, prompts: list)",
+    "_compute_loss": "(self, model, inputs)",
+    "_prepare_inputs": (
+        "(self, generation_batch: dict[str, torch.Tensor | typing.Any]) -> dict[str, torch.Tensor | typing.Any]"
+    ),
+    "training_step": "(self, model, inputs, num_items_in_batch)",
+}
+
+# Attributes the meta phase swaps; TRL must still read them under these names.
+SWAPPED_ATTRIBUTES = [
+    "num_generations",
+    "num_generations_eval",
+    "reward_funcs",
+    "reward_func_names",
+    "reward_weights",
+    "reward_processing_classes",
+    "_metrics",
+    "_logs",
+]
+
+
+def test_trl_version_is_pinned():
+    assert trl.__version__ == "1.16.0", (
+        f"masa-trl extends private methods of trl 1.16.0, but trl {trl.__version__} is installed. Reinstall with "
+        "`pip install trl==1.16.0` or port masa_trl/masa_trainer.py and update tests/test_trl_drift.py."
+    )
+
+
+@pytest.mark.parametrize("name", sorted(PINNED_SIGNATURES))
+def test_private_method_signature(name):
+    assert hasattr(GRPOTrainer, name), f"GRPOTrainer.{name} no longer exists; MASAGRPOTrainer relies on it."
+    actual = str(inspect.signature(getattr(GRPOTrainer, name)))
+    assert actual == PINNED_SIGNATURES[name], (
+        f"GRPOTrainer.{name} changed signature: expected {PINNED_SIGNATURES[name]}, got {actual}. "
+        "Review the MASAGRPOTrainer code that overrides or calls it."
+    )
+
+
+@pytest.mark.parametrize("name", SWAPPED_ATTRIBUTES)
+def test_swapped_attribute_is_read_by_trl(name):
+    source = inspect.getsource(GRPOTrainer)
+    assert f"self.{name}" in source, f"GRPOTrainer no longer uses self.{name}; the MASA meta phase swaps it."

@@ -1,0 +1,156 @@
+"""MASA with vLLM generation, run by `make test-vllm` in .venv-vllm (vLLM's CPU build; see scripts/).
+
+Colocate mode trains end to end. Server mode drives the real HTTP generation path against `vllm serve` on 127.0.0.1;
+only the weight synchronisation, which needs NCCL and therefore CUDA, is stood in.
+"""
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from unittest.mock import patch
+
+import pytest
+import torch
+from masa_scripts import masa_dataset
+
+from masa_trl import MASAConfig, MASAGRPOTrainer
+
+
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
+
+PROBLEMS = {"What is 2 + 3?": "5", "What is 4 + 4?": "8"}
+
+
+def vllm_config(tmp_path, **overrides):
+    values = dict(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        use_vllm=True,
+        per_device_train_batch_size=8,
+        num_generations=4,
+        num_meta_generations=2,
+        max_completion_length=24,
+        max_steps=2,
+        learning_rate=1e-2,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=0,
+    )
+    values.update(overrides)
+    return MASAConfig(**values)
+
+
+def digit_share_reward(completions, **kwargs):
+    return [sum(ch.isdigit() for ch in c[0]["content"]) / max(len(c[0]["content"]), 1) for c in completions]
+
+
+def check_trained(trainer, before):
+    last = [entry for entry in trainer.state.log_history if "loss" in entry][-1]
+    assert last["meta/completions/mean_length"] > 0
+    assert "meta/sampling/importance_sampling_ratio/mean" in last  # meta rows carry vLLM IS ratios
+    assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())
+
+
+def test_colocate_mode_trains(tiny_model_dir, tmp_path):
+    from masa_trl.math_reward import math_accuracy_reward
+
+    trainer = MASAGRPOTrainer(
+        model=str(tiny_model_dir),
+        reward_funcs=[math_accuracy_reward, digit_share_reward],
+        args=vllm_config(tmp_path, vllm_mode="colocate", vllm_gpu_memory_utilization=0.3, vllm_max_model_length=2048),
+        train_dataset=masa_dataset(PROBLEMS),
+    )
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    check_trained(trainer, before)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def vllm_server(tiny_model_dir):
+    port = _free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(tiny_model_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--max-model-len",
+        "2048",
+        "--dtype",
+        "float32",
+        "--enforce-eager",
+        "--logprobs-mode",
+        "processed_logprobs",
+        "--max-logprobs",
+        "-1",
+    ]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 300
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"vllm serve exited early:\n{server.stderr.read()[-4000:]}")
+            try:
+                if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise TimeoutError("vllm serve did not become healthy within 300 s")
+            time.sleep(2)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def test_server_mode_generates_through_http(tiny_model_dir, tmp_path, vllm_server):
+    from trl.generation.vllm_client import VLLMClient
+    from trl.generation.vllm_generation import VLLMGeneration
+
+    from masa_trl.math_reward import math_accuracy_reward
+
+    generate = VLLMClient.generate
+    requests = []
+
+    def recording_generate(self, prompts, **kwargs):
+        requests.append((len(prompts), kwargs["n"], kwargs["max_tokens"]))
+        return generate(self, prompts, **kwargs)
+
+    # Weight sync needs NCCL, i.e. CUDA: stand in for it, and only it.
+    with (
+        patch.object(VLLMClient, "init_communicator", lambda self, device: None),
+        patch.object(VLLMGeneration, "sync_weights", autospec=True) as sync_weights,
+        patch.object(VLLMClient, "generate", recording_generate),
+    ):
+        trainer = MASAGRPOTrainer(
+            model=str(tiny_model_dir),
+            reward_funcs=[math_accuracy_reward, digit_share_reward],
+            args=vllm_config(tmp_path, vllm_mode="server", vllm_server_base_url=vllm_server),
+            train_dataset=masa_dataset(PROBLEMS),
+        )
+        before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+        trainer.train()
+
+    check_trained(trainer, before)
+    # Per step: one request for the 2 solution prompts (n = G = 4) and one for the 2 meta prompts (n = M = 2).
+    assert requests == [(2, 4, 24), (2, 2, 24)] * 2
+    assert sync_weights.call_count >= 1
