@@ -10,6 +10,8 @@ Scores `n` synthetic completions of about 2,000 characters, half of them correct
 warm pool and an empty cache, with a warm cache, the same without the fast path, a worst case where no two
 completions share a gold answer, and a batch that hides pathological answers (power towers, 100k characters of
 garbage) among ordinary ones. `--per-kind` adds math-verify's cost per answer type, measured in this process.
+Warm-pool lines also give the CPU seconds of the parent and the workers: on a shared machine the wall time overstates
+what 2 free cores would take, which is about half the CPU time.
 
 Target (issue): under 2 s for 2,048 completions with a warm pool on 2 cores.
 """
@@ -21,7 +23,7 @@ import string
 import time
 from collections import defaultdict
 
-from masa_trl.math_reward import MathVerifier, _MathVerifyRunner, extract_boxed_answer
+from masa_trl.math_reward import MathVerifier, _enable_two_stage_parsing, _MathVerifyRunner, extract_boxed_answer
 
 
 FILLER = (
@@ -187,6 +189,7 @@ def main() -> None:
 
     if args.per_kind:
         runner = _MathVerifyRunner(signal_timeout=5)
+        _enable_two_stage_parsing()  # as in the workers
         kinds, golds, completions = make_batch(2000, group=1, seed=4)
         spent, count = defaultdict(float), defaultdict(int)
         for kind, gold, completion in zip(kinds, golds, completions, strict=True):

@@ -28,10 +28,10 @@ PASS_RATE_KEY = "pass_rate"
 LENGTH_KEY = "solution_length"
 _REQUIRED_KEYS = (NOTION_KEY, PASS_RATE_KEY, LENGTH_KEY)
 
-# Levels of containers (objects or arrays) allowed inside the top-level object. The meta object needs one (the notion
-# list); the second leaves room for extra keys. An object holding deeper values is not recognised. The scan costs
-# O(_MAX_NESTING) per `{` on nested junk, so this stays small.
-_MAX_NESTING = 2
+# Levels of containers (objects or arrays) allowed inside the top-level object. The meta object needs one, for the
+# notion list. An object holding deeper values (an extra key with a list inside an object, say) is not recognised:
+# the prompt asks for three flat keys, and every level adds about half of the scan's cost on nested junk.
+_MAX_NESTING = 1
 
 
 def _json_object_pattern(max_nesting: int) -> re.Pattern:
@@ -126,6 +126,21 @@ def _extract_reasoning(text: str, close: int) -> str | None:
     return text[start + len(META_OPEN_TAG) : close] if start >= 0 else None
 
 
+def _find_keyed(value) -> dict | None:
+    """The object with the three keys in a decoded JSON value: the value itself, else the last one nested in it."""
+    if isinstance(value, dict):
+        if all(key in value for key in _REQUIRED_KEYS):
+            return value
+        value = list(value.values())
+    if isinstance(value, list):
+        # Nesting is at most `_MAX_NESTING` deep here, so the recursion is shallow.
+        for child in reversed(value):
+            found = _find_keyed(child)
+            if found is not None:
+                return found
+    return None
+
+
 def _last_meta_object(region: str) -> dict | None:
     # Cheap exit for the common failure and for most junk: the object must spell out all three keys.
     if not all(f'"{key}"' in region for key in _REQUIRED_KEYS):
@@ -135,10 +150,10 @@ def _last_meta_object(region: str) -> dict | None:
         if not all(f'"{key}"' in span for key in _REQUIRED_KEYS):
             continue
         try:
-            obj = json.loads(span)
+            obj = _find_keyed(json.loads(span))
         except (ValueError, RecursionError):  # e.g. an integer with more digits than Python converts
             continue
-        if all(key in obj for key in _REQUIRED_KEYS):
+        if obj is not None:
             return obj
     return None
 
@@ -148,8 +163,10 @@ def parse_meta_prediction(text: str, pass_rate_scale: int = 8, max_length: int |
     Parse a meta rollout into a [`MetaPrediction`].
 
     The prediction is the last JSON object after the last `</meta>` (or, without `</meta>`, in the whole text) that
-    has the keys `math_notion`, `pass_rate` and `solution_length`; extra keys are ignored. The object may be compact
-    or pretty-printed and may sit in a code fence or among other text. Only what `json.loads` accepts counts: a
+    has the keys `math_notion`, `pass_rate` and `solution_length`; an object wrapped in another one
+    (`{"prediction": {...}}`) counts too. Extra keys are ignored, but values may hold only one level of containers (a
+    list of strings, not a list of lists). The object may be compact or pretty-printed and may sit in a code fence or
+    among other text. Only what `json.loads` accepts counts: a
     Python `str(dict)` with single quotes, a truncated object or any other broken JSON gives `None`, and values are
     never read out of it.
 

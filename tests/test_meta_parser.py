@@ -75,10 +75,21 @@ class TestLayouts:
         assert parse_meta_prediction(COMPACT[:-1]) is None
 
     def test_extra_keys_are_ignored(self):
-        assert parse_meta_prediction(_with(confidence={"a": [1, 2]}, note="x")).pass_rate == 0.5
+        assert parse_meta_prediction(_with(confidence={"a": 1}, steps=[1, 2], note="x")).pass_rate == 0.5
 
-    def test_nested_object_is_not_a_prediction(self):
-        assert parse_meta_prediction(json.dumps({"prediction": json.loads(COMPACT)})) is None
+    def test_values_nested_two_levels_deep_are_not_recognised(self):
+        assert parse_meta_prediction(_with(confidence={"a": [1, 2]})) is None
+        assert parse_meta_prediction(_with(math_notion=[["a"]])) is None
+
+    @pytest.mark.parametrize("notions", [["a", "b"], "a, b"])
+    def test_wrapped_object_counts(self, notions):
+        # Both when the wrapper is too deep to be recognised (a list inside) and when it is recognised.
+        wrapped = {"prediction": json.loads(_with(math_notion=notions)), "other": 1}
+        assert parse_meta_prediction(json.dumps(wrapped)).notions == ("a", "b")
+
+    def test_outer_object_with_the_keys_wins_over_nested_one(self):
+        text = _with(pass_rate=1, extra={"math_notion": "a", "pass_rate": 2, "solution_length": 3})
+        assert parse_meta_prediction(text).pass_rate == 1 / 8
 
 
 class TestValues:

@@ -1,6 +1,8 @@
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from masa_trl import rewards
 from masa_trl.meta import MetaPrediction, parse_meta_prediction
@@ -238,3 +240,18 @@ class TestMetaReward:
         length, difficulty, notion, total = reward
         assert math.isclose(total, (length + difficulty + notion) / 3)
         assert reward._asdict().keys() == {"length", "difficulty", "notion", "total"}
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    notions=st.lists(st.text(max_size=30), max_size=6),
+    solutions=st.lists(st.text(max_size=200), min_size=1, max_size=4),
+    data=st.data(),
+    problem=st.text(max_size=100),
+)
+def test_notion_reward_is_a_share_on_any_text(notions, solutions, data, problem):
+    correct = data.draw(st.lists(st.booleans(), min_size=len(solutions), max_size=len(solutions)))
+    score = notion_reward(notions, solutions, correct, problem)
+    assert 0.0 <= score <= 1.0
+    if not any(correct):
+        assert score == 0.0

@@ -33,6 +33,7 @@ def vllm_config(tmp_path, **overrides):
         num_generations=4,
         num_meta_generations=2,
         max_completion_length=24,
+        meta_min_length=4,
         max_steps=2,
         learning_rate=1e-2,
         logging_steps=1,
