@@ -293,3 +293,43 @@ def test_checkpoint_save_and_resume(tiny_model_dir, tmp_path):
     # Only the remaining step ran: one solution and one meta generation call.
     assert len(resumed._generate_single_turn.calls) == 2
     assert (tmp_path / "checkpoint-2").is_dir()
+
+
+class TestEveryLoss:
+    @pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"])
+    def test_joined_batch_goes_through_every_loss_type(self, tiny_model_dir, tmp_path, loss_type):
+        tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+        script, _ = script_for(tokenizer)
+        trainer = MASAGRPOTrainer(
+            model=str(tiny_model_dir),
+            args=make_config(tmp_path, loss_type=loss_type),
+            train_dataset=masa_dataset(PROBLEMS),
+        )
+        trainer._generate_single_turn = ScriptedGeneration(tokenizer, script)
+        trainer.model.train()
+        trainer.current_gradient_accumulation_steps = 1
+        batch = trainer._generate_and_score_completions(batch_inputs(trainer))
+        loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+        assert torch.isfinite(loss)
+        grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads)
+
+    def test_meta_rows_carry_reference_and_old_log_probs(self, tiny_model_dir, tmp_path):
+        # beta > 0 needs reference log-probs and num_iterations > 1 needs old log-probs, for every row.
+        tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+        script, _ = script_for(tokenizer)
+        trainer = MASAGRPOTrainer(
+            model=str(tiny_model_dir),
+            args=make_config(tmp_path, beta=0.04, num_iterations=2),
+            train_dataset=masa_dataset(PROBLEMS),
+        )
+        trainer._generate_single_turn = ScriptedGeneration(tokenizer, script)
+        trainer.model.train()
+        batch = trainer._generate_and_score_completions(batch_inputs(trainer))
+        width = batch["completion_ids"].size(1)
+        for key in ("ref_per_token_logps", "old_per_token_logps"):
+            assert batch[key].shape == (12, width)
+            # Real log-probs (negative) on every completion token, meta rows included.
+            mask = batch["completion_mask"].bool()
+            assert (batch[key][mask] < 0).all()

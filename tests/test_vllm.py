@@ -93,7 +93,9 @@ def test_colocate_mode_trains(tiny_model_dir, tmp_path, unpacked_cpu_linear_weig
     assert sync.call_count >= 1
     llm_model = trainer.vllm_generation.llm.llm_engine.model_executor.driver_worker.model_runner.model
     vllm_norm = dict(llm_model.named_parameters())["model.norm.weight"]
-    assert not torch.equal(vllm_norm.detach().cpu(), before["model.norm.weight"]), "vLLM still holds the initial weights"
+    assert not torch.equal(vllm_norm.detach().cpu(), before["model.norm.weight"]), (
+        "vLLM still holds the initial weights"
+    )
 
 
 def _free_port() -> int:
