@@ -183,8 +183,7 @@ def test_offline_hub_error_from_datasets():
     """With HF_HUB_OFFLINE=1 (set by conftest) and no cached copy, the real `datasets` error is wrapped."""
     import os
 
-    if os.environ.get("HF_HUB_OFFLINE") != "1":
-        pytest.skip("needs HF_HUB_OFFLINE=1")
+    assert os.environ.get("HF_HUB_OFFLINE") == "1", "tests/conftest.py sets HF_HUB_OFFLINE=1 before datasets loads"
     try:
         load_benchmark("aime24")
     except DatasetUnavailableError as err:

@@ -20,7 +20,8 @@ from evaluation.meta_eval import (
 
 
 def test_correlations_match_scipy():
-    stats = pytest.importorskip("scipy.stats")
+    from scipy import stats
+
     rng = np.random.default_rng(0)
     for _ in range(20):
         x = rng.integers(0, 5, size=12).astype(float)  # ties on purpose
@@ -96,7 +97,6 @@ def test_aggregate_predictions():
 
 
 def test_plot_writes_a_png(tmp_path):
-    pytest.importorskip("matplotlib")
     rows = [
         {"pred_pass_rate": p / 8, "measured_pass_rate": min(1.0, p / 8 + 0.1), "pred_length": 100 * (p + 1),
          "measured_length": 90 * (p + 1)}
@@ -107,12 +107,10 @@ def test_plot_writes_a_png(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# A scripted run with meta predictions (needs helper modules masa_trl.templates and masa_trl.meta)
+# A scripted run with meta predictions
 
 
 def _meta_setup():
-    pytest.importorskip("masa_trl.templates")
-    pytest.importorskip("masa_trl.meta")
     from evaluation.benchmarks import BOXED_INSTRUCTION, load_benchmark
 
     problems = load_benchmark("aime24", source="fixtures")
