@@ -49,6 +49,25 @@ class MASAConfig(GRPOConfig):
         meta_loss_weight (`float`, *optional*, defaults to `1.0`):
             Weight of the meta rows in the policy loss, applied by scaling their advantages (every TRL policy loss
             is positively homogeneous in the advantage, so this is an exact weighting of the meta objective).
+
+        > Parameters that control the expert behaviour-cloning pass (paper section 3.3)
+
+        use_expert_bc (`bool`, *optional*, defaults to `False`):
+            Collect expert meta-trajectories (per prompt, the best meta rollout with the true pass rate and length
+            substituted) and clone them with a cross-entropy pass whenever `expert_buffer_size` have been collected.
+        expert_buffer_size (`int`, *optional*, defaults to `128`):
+            N_expert: the number of experts, over all processes, that triggers a behaviour-cloning pass.
+        expert_bc_steps (`int`, *optional*, defaults to `5`):
+            Gradient steps per behaviour-cloning pass, each over the whole buffer.
+        expert_bc_learning_rate (`float`, *optional*, defaults to `1e-6`):
+            Learning rate of the behaviour-cloning steps. It is set on the optimizer for the pass only; the RL
+            learning-rate schedule is neither used nor advanced.
+        expert_bc_batch_size (`int`, *optional*, defaults to `8`):
+            Per-device micro-batch size of the behaviour-cloning pass (gradients accumulate over micro-batches).
+        expert_bc_max_grad_norm (`float`, *optional*, defaults to `1.0`):
+            Gradient clipping of the behaviour-cloning steps.
+        expert_min_notion_reward (`float`, *optional*, defaults to `0.2`):
+            A prompt's best meta rollout becomes an expert only if its notion reward reaches this value.
     """
 
     num_meta_generations: int = field(
@@ -94,6 +113,35 @@ class MASAConfig(GRPOConfig):
         metadata={"help": "Weight of the meta rows in the policy loss (scales their advantages)."},
     )
 
+    use_expert_bc: bool = field(
+        default=False,
+        metadata={"help": "Clone expert meta-trajectories with a cross-entropy pass every expert_buffer_size experts."},
+    )
+    expert_buffer_size: int = field(
+        default=128,
+        metadata={"help": "N_expert: experts (over all processes) that trigger a behaviour-cloning pass."},
+    )
+    expert_bc_steps: int = field(
+        default=5,
+        metadata={"help": "Gradient steps per behaviour-cloning pass, each over the whole buffer."},
+    )
+    expert_bc_learning_rate: float = field(
+        default=1e-6,
+        metadata={"help": "Learning rate of the behaviour-cloning steps (the RL schedule is left untouched)."},
+    )
+    expert_bc_batch_size: int = field(
+        default=8,
+        metadata={"help": "Per-device micro-batch size of the behaviour-cloning pass."},
+    )
+    expert_bc_max_grad_norm: float = field(
+        default=1.0,
+        metadata={"help": "Gradient clipping of the behaviour-cloning steps."},
+    )
+    expert_min_notion_reward: float = field(
+        default=0.2,
+        metadata={"help": "Minimum notion reward of a prompt's best meta rollout for it to become an expert."},
+    )
+
     def __post_init__(self):
         super().__post_init__()  # resolves generation_batch_size and steps_per_generation first
 
@@ -108,6 +156,15 @@ class MASAConfig(GRPOConfig):
             raise ValueError(f"difficulty_base must lie in (0, 1), got {self.difficulty_base} (the paper uses 0.01).")
         if self.meta_loss_weight < 0:
             raise ValueError(f"meta_loss_weight must be >= 0, got {self.meta_loss_weight}.")
+        if self.use_expert_bc:
+            for name in ("expert_buffer_size", "expert_bc_steps", "expert_bc_batch_size"):
+                if getattr(self, name) < 1:
+                    raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+            if self.expert_bc_learning_rate <= 0:
+                raise ValueError(
+                    f"expert_bc_learning_rate must be positive, got {self.expert_bc_learning_rate}: the pass would "
+                    "not move the weights. Set --expert_bc_learning_rate or --use_expert_bc false."
+                )
         if self.meta_min_length > self.max_completion_length:
             raise ValueError(
                 f"meta_min_length ({self.meta_min_length}) exceeds max_completion_length "

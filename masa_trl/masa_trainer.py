@@ -1,17 +1,23 @@
 """`MASAGRPOTrainer`: TRL's GRPOTrainer with MASA's parallel meta rollouts trained in the same update."""
 
+import json
+import math
 from collections import defaultdict, deque
 from contextlib import contextmanager
+from pathlib import Path
 from typing import ClassVar
 
 import torch
 from accelerate.utils import gather_object
 from datasets import Dataset, IterableDataset
 from torch import nn
+from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
-from trl.trainer.utils import get_callable_name
+from trl.trainer.utils import get_callable_name, pad
 
 from masa_trl.batching import concat_rollout_batches
+from masa_trl.expert_bc import ExpertBuffer, expert_text, select_experts
 from masa_trl.masa_config import MASAConfig
 from masa_trl.math_reward import math_accuracy_reward
 from masa_trl.meta import parse_meta_prediction
@@ -160,6 +166,18 @@ class MASAGRPOTrainer(GRPOTrainer):
         self._in_meta_phase = False
         self._solution_rollouts = None  # the latest solution rollouts and their gathered rewards
         self._solution_stats: list[SolutionStats | None] = []
+        self._meta_rewards_per_func = None  # the latest meta rewards, gathered
+
+        self.expert_buffer = ExpertBuffer()
+        self._bc_passes = 0
+        if args.use_expert_bc:
+            if self.is_deepspeed_enabled:
+                raise NotImplementedError(
+                    "The expert behaviour-cloning pass does not support DeepSpeed yet: DeepSpeed steps its engine "
+                    "inside backward(), which would interleave with the RL accumulation. Use DDP or FSDP2 "
+                    "(recipes/accelerate_configs/), or set --use_expert_bc false."
+                )
+            self.add_callback(_ExpertBCCallback(self))
 
     # ------------------------------------------------------------------------------------------------ prompts
     def _meta_prompt(self, problem: str) -> list[dict]:
@@ -205,7 +223,9 @@ class MASAGRPOTrainer(GRPOTrainer):
         with self._meta_phase(mode) as (meta_metrics, meta_logs):
             meta_batch = super()._generate_and_score_completions(meta_inputs)
         meta_batch["advantages"] = meta_batch["advantages"] * self.args.meta_loss_weight
-        self._record_meta_phase(mode, meta_inputs, meta_metrics, meta_logs)
+        predictions, prompt_index = self._record_meta_phase(mode, meta_inputs, meta_metrics, meta_logs)
+        if mode == "train" and self.args.use_expert_bc:
+            self._collect_experts(predictions, prompt_index)
 
         device = solution_batch["advantages"].device
         solution_batch["is_meta"] = torch.zeros(len(inputs), dtype=torch.bool, device=device)
@@ -252,7 +272,8 @@ class MASAGRPOTrainer(GRPOTrainer):
                     pass_rate_scale=self.args.pass_rate_scale,
                     max_length=self.args.max_completion_length,
                 )
-            return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            self._meta_rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            return self._meta_rewards_per_func
 
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self._solution_rollouts = (completions, completion_ids_list, rewards_per_func)
@@ -298,6 +319,143 @@ class MASAGRPOTrainer(GRPOTrainer):
             meta_logs["extra"]["pred_length"].extend(p.length if p else None for p in predictions)
             meta_logs["extra"]["pred_notions"].extend(", ".join(p.notions) if p else None for p in predictions)
             _merge_completion_logs(self._logs, meta_logs)
+        return predictions, prompt_index
+
+    # ------------------------------------------------------------------------------------------------ expert BC
+    def _collect_experts(self, predictions, prompt_index):
+        """Add this batch's experts to the buffer; prompt i's expert is kept by process i % num_processes."""
+        totals = (self._meta_rewards_per_func.cpu() * self.meta_reward_weights).nansum(dim=1).tolist()
+        stats = self._solution_stats
+        choices = select_experts(predictions, totals, prompt_index, stats, self.args.expert_min_notion_reward)
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        for choice in choices:
+            if choice.prompt_index % world != rank:
+                continue
+            prompt_stats = stats[choice.prompt_index]
+            # The same tokenised meta prompt as the RL step: no second chat template around it.
+            prompt_ids = self._tokenize_prompts([self._meta_prompt(prompt_stats.problem)])[0][0]
+            text = expert_text(predictions[choice.row], prompt_stats, self.args.pass_rate_scale)
+            completion_ids = self._tokenizer(text, add_special_tokens=False)["input_ids"] + [self.eos_token_ids[0]]
+            self.expert_buffer.add(prompt_ids, completion_ids)
+        metrics = self._metrics["train"]
+        metrics["bc/expert_yield"].append(len(choices) / len(stats) if stats else 0.0)
+        metrics["bc/expert_notion_reward"].append(
+            sum(c.notion_reward for c in choices) / len(choices) if choices else math.nan
+        )
+
+    def _maybe_run_expert_bc(self) -> None:
+        """Run the behaviour-cloning pass once N_expert experts are buffered over all processes."""
+        count = self.accelerator.gather(torch.tensor([len(self.expert_buffer)], device=self.accelerator.device))
+        if count.sum().item() >= self.args.expert_buffer_size:
+            self._expert_bc_pass()
+
+    def _expert_bc_pass(self) -> None:
+        """`expert_bc_steps` optimizer steps of token cross-entropy over the whole expert buffer, then empty it.
+
+        Every process runs the same number of forward/backward calls (the largest local buffer decides; a process
+        with fewer experts feeds masked rows), so DDP and FSDP collectives line up. The loss is the token mean over
+        all processes' experts. The optimizer's learning rate is set to `expert_bc_learning_rate` for the pass and
+        restored afterwards; the RL scheduler is not stepped.
+        """
+        args, device = self.args, self.accelerator.device
+        model = self.model_wrapped
+        examples = self.expert_buffer.examples
+        num_local = torch.tensor([len(examples)], device=device)
+        num_micro = math.ceil(self.accelerator.gather(num_local).max().item() / args.expert_bc_batch_size)
+        local_tokens = torch.tensor([sum(len(e["completion_ids"]) for e in examples)], device=device)
+        total_tokens = self.accelerator.gather(local_tokens).sum().item()
+        total_examples = self.accelerator.gather(num_local).sum().item()
+
+        def summed_nll(micro: int, grad: bool) -> torch.Tensor:
+            batch = examples[micro * args.expert_bc_batch_size : (micro + 1) * args.expert_bc_batch_size]
+            input_ids, attention_mask, completion_mask = self._bc_tensors(batch)
+            with torch.set_grad_enabled(grad), self.compute_loss_context_manager():
+                logps, _, _ = self._get_per_token_logps_and_entropies(
+                    model, input_ids, attention_mask, logits_to_keep=completion_mask.size(1)
+                )
+            return -(logps * completion_mask).sum()
+
+        def mean_nll(local_sum: torch.Tensor) -> float:
+            return self.accelerator.gather(local_sum.detach().reshape(1)).sum().item() / total_tokens
+
+        saved_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        for group in self.optimizer.param_groups:
+            group["lr"] = args.expert_bc_learning_rate
+        losses = []
+        try:
+            for _ in range(args.expert_bc_steps):
+                self.optimizer.zero_grad()
+                step_nll = torch.zeros((), device=device)
+                for micro in range(num_micro):
+                    nll = summed_nll(micro, grad=True)
+                    # DDP averages gradients over processes: scale so that the result is the global token mean.
+                    self.accelerator.backward(nll * self.accelerator.num_processes / total_tokens)
+                    step_nll += nll.detach()
+                losses.append(mean_nll(step_nll))
+                self.accelerator.clip_grad_norm_(model.parameters(), args.expert_bc_max_grad_norm)
+                self.optimizer.step()
+            self.optimizer.zero_grad()
+            after = mean_nll(
+                sum((summed_nll(micro, grad=False) for micro in range(num_micro)), torch.zeros((), device=device))
+            )
+        finally:
+            for group, lr in zip(self.optimizer.param_groups, saved_lrs, strict=True):
+                group["lr"] = lr
+        self.expert_buffer.clear()
+        self._bc_passes += 1
+        metrics = self._metrics["train"]
+        metrics["bc/loss_before"].append(losses[0])
+        metrics["bc/loss_after"].append(after)
+        metrics["bc/num_examples"].append(total_examples)
+        metrics["bc/passes"].append(self._bc_passes)
+
+    def _bc_tensors(self, batch: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Left-padded prompts + right-padded completions, as in an RL row; an empty batch gives one masked row."""
+        pad_id = self._tokenizer.pad_token_id
+        rows = batch or [{"prompt_ids": [pad_id], "completion_ids": [pad_id]}]
+        prompts = [torch.tensor(e["prompt_ids"]) for e in rows]
+        completions = [torch.tensor(e["completion_ids"]) for e in rows]
+        prompt_ids = pad(prompts, padding_value=pad_id, padding_side="left")
+        prompt_mask = pad([torch.ones_like(t) for t in prompts], padding_value=0, padding_side="left")
+        completion_ids = pad(completions, padding_value=pad_id, padding_side="right")
+        completion_mask = pad([torch.ones_like(t) for t in completions], padding_value=0, padding_side="right")
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+        loss_mask = completion_mask.float() if batch else torch.zeros_like(completion_mask, dtype=torch.float)
+        device = self.accelerator.device
+        return input_ids.to(device), attention_mask.to(device), loss_mask.to(device)
+
+    # ------------------------------------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.args.use_expert_bc:
+            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            state = {"buffer": self.expert_buffer.state_dict(), "passes": self._bc_passes}
+            (folder / f"expert_buffer_rank{self.accelerator.process_index}.json").write_text(json.dumps(state))
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if self.args.use_expert_bc and checkpoint is not None:
+            path = Path(checkpoint) / f"expert_buffer_rank{self.accelerator.process_index}.json"
+            if path.exists():
+                state = json.loads(path.read_text())
+                self.expert_buffer.load_state_dict(state["buffer"])
+                self._bc_passes = state["passes"]
+
+
+class _ExpertBCCallback(TrainerCallback):
+    """Runs the behaviour-cloning check after each optimizer step.
+
+    `on_step_end` comes after the RL step's optimizer step and zero_grad, outside any `no_sync` context, so a pass
+    there neither mixes with the RL gradients nor breaks DDP's reduction; vLLM picks up the new weights at the next
+    generation because the weight sync keys on `global_step`.
+    """
+
+    def __init__(self, trainer: "MASAGRPOTrainer"):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer._maybe_run_expert_bc()
 
 
 def _prepare_dataset(dataset, required: list[str], name: str):

@@ -148,13 +148,35 @@ def generate_corpus(num_lines: int = 4000, seed: int = 0) -> list[str]:
     return lines
 
 
-def build_tiny_tokenizer(vocab_size: int = 512, seed: int = 0, model_max_length: int = 2048):
-    """Train a byte-level BPE tokenizer on [`generate_corpus`] and wrap it as a `PreTrainedTokenizerFast`."""
+def build_tiny_tokenizer(
+    vocab_size: int = 512,
+    seed: int = 0,
+    model_max_length: int = 2048,
+    *,
+    corpus: list[str] | None = None,
+    individual_digits: bool = False,
+):
+    """Train a byte-level BPE tokenizer and wrap it as a `PreTrainedTokenizerFast` with a Qwen-style chat template.
+
+    Args:
+        vocab_size (`int`, *optional*, defaults to `512`): vocabulary size, the 3 special tokens included.
+        seed (`int`, *optional*, defaults to `0`): seed of [`generate_corpus`].
+        model_max_length (`int`, *optional*, defaults to `2048`): the tokenizer's `model_max_length`.
+        corpus (`list[str]`, *optional*): training lines; default [`generate_corpus`] with `seed`.
+        individual_digits (`bool`, *optional*, defaults to `False`): split every digit into its own token, as Qwen
+            does, so that numbers are read digit by digit (what a tiny model needs to learn arithmetic).
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if individual_digits:
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Digits(individual_digits=True), byte_level]
+        )
+    else:
+        tokenizer.pre_tokenizer = byte_level
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
@@ -163,7 +185,7 @@ def build_tiny_tokenizer(vocab_size: int = 512, seed: int = 0, model_max_length:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(generate_corpus(seed=seed), trainer)
+    tokenizer.train_from_iterator(generate_corpus(seed=seed) if corpus is None else corpus, trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         eos_token="<|im_end|>",

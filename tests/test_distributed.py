@@ -49,3 +49,17 @@ def test_straddling_group_is_scored_from_gathered_statistics(tiny_model_dir, tmp
         assert result["pass_rates"] == [1.0, 0.5, 0.0]
         # Every meta rollout predicts 4/8 = 0.5: reward 0.01 ** 0.5 = 0.1 for prompts 0 and 2, 1.0 for prompt 1.
         assert result["difficulty_rewards"] == pytest.approx([0.1, 0.1, 1.0, 1.0, 0.1, 0.1])
+
+
+@pytest.mark.timeout(600)
+def test_behaviour_cloning_with_unequal_expert_counts_per_rank(tiny_model_dir, tmp_path):
+    output = tmp_path / "bc.json"
+    launch_two_ranks(SCRIPT.parent / "masa_bc_two_ranks.py", str(tiny_model_dir), str(output))
+    results = [json.loads(Path(f"{output}.rank{rank}").read_text()) for rank in (0, 1)]
+    assert [r["local_experts_at_pass"] for r in results] == [[2], [1]]
+    for result in results:
+        assert result["buffer_after"] == 0
+        assert result["num_examples"] == 3
+        assert result["loss_after"] < result["loss_before"]
+        assert result["finite"]
+    assert results[0]["loss_before"] == results[1]["loss_before"]  # one global token mean, seen by both ranks

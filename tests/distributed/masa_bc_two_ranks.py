@@ -1,0 +1,79 @@
+"""Run by tests/test_distributed.py: the behaviour-cloning pass on two gloo ranks with unequal expert counts.
+
+Four prompts, G = 2 solution rollouts each, 4 rows per rank. Prompts 0-2 have correct rollouts using the predicted
+notion and yield experts; prompt 3 does not. Prompt i's expert is kept by rank i % 2, so rank 0 holds 2 experts and
+rank 1 holds 1 when the pass (N_expert = 3) runs: with micro-batches of 1, rank 1 must feed a masked row to match
+rank 0's forward/backward count, or the run hangs.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from masa_scripts import ScriptedGeneration, masa_dataset, meta_text  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
+
+from masa_trl import MASAConfig, MASAGRPOTrainer  # noqa: E402
+
+
+def main(model_dir: str, output_file: str) -> None:
+    problems = {"Compute 1 + 1.": "2", "Compute 2 + 2.": "4", "Compute 3 + 3.": "6", "Compute 4 + 4.": "8"}
+    args = MASAConfig(
+        output_dir=str(Path(output_file).parent / "run"),
+        use_cpu=True,
+        bf16=False,
+        per_device_train_batch_size=4,
+        num_generations=2,
+        num_meta_generations=2,
+        max_completion_length=48,
+        meta_min_length=8,
+        max_steps=1,
+        learning_rate=1e-2,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        shuffle_dataset=False,
+        use_expert_bc=True,
+        expert_buffer_size=3,
+        expert_bc_steps=2,
+        expert_bc_batch_size=1,
+        expert_bc_learning_rate=1e-2,
+        seed=0,
+    )
+    trainer = MASAGRPOTrainer(model=model_dir, args=args, train_dataset=masa_dataset(problems))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    script = {}
+    for problem, answer in problems.items():
+        marker = problem.removeprefix("Compute ").removesuffix(".")
+        solved = not marker.startswith("4")
+        script[("solution", marker)] = [f"By addition \\boxed{{{answer if solved else 0}}}", "\\boxed{0}"]
+        script[("meta", marker)] = [meta_text(4, 9, ["addition"]), meta_text(4, 9, ["addition"])]
+    trainer._generate_single_turn = ScriptedGeneration(tokenizer, script)
+
+    collected = []
+    run_pass = trainer._expert_bc_pass
+
+    def recording_pass():
+        collected.append(len(trainer.expert_buffer))
+        run_pass()
+
+    trainer._expert_bc_pass = recording_pass
+    trainer.train()
+    bc_log = next(entry for entry in trainer.state.log_history if "bc/passes" in entry)
+    result = {
+        "local_experts_at_pass": collected,
+        "buffer_after": len(trainer.expert_buffer),
+        "num_examples": bc_log["bc/num_examples"],
+        "loss_before": bc_log["bc/loss_before"],
+        "loss_after": bc_log["bc/loss_after"],
+        "finite": bool(all(torch.isfinite(p).all() for p in trainer.model.parameters())),
+    }
+    Path(f"{output_file}.rank{trainer.accelerator.process_index}").write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

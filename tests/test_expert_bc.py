@@ -1,0 +1,153 @@
+import json
+
+import pytest
+import torch
+from masa_scripts import ScriptedGeneration, masa_dataset, meta_text
+from test_masa_trainer import PROBLEMS, batch_inputs, make_config
+from transformers import AutoTokenizer
+
+from masa_trl import MASAConfig, MASAGRPOTrainer
+from masa_trl.expert_bc import ExpertBuffer, expert_text, select_experts
+from masa_trl.meta import MetaPrediction, parse_meta_prediction
+from masa_trl.rewards import SolutionStats
+
+
+def stats(correct, lengths, solutions=None):
+    solutions = solutions or ["Use addition here." if c else "No idea." for c in correct]
+    return SolutionStats(correct=correct, lengths=lengths, solutions=solutions, problem="What is 2 + 3?")
+
+
+class TestSelection:
+    def test_best_notion_reward_wins_and_ties_go_to_total_reward(self):
+        prompt_stats = [stats([True, False], [10, 20])]
+        predictions = [
+            MetaPrediction(("parity",), 0.5, 10),  # notion reward 0
+            MetaPrediction(("addition",), 0.5, 10),  # notion reward 1, total 0.4
+            MetaPrediction(("addition",), 0.5, 10),  # notion reward 1, total 0.9: wins the tie
+            None,
+        ]
+        choices = select_experts(predictions, [1.0, 0.4, 0.9, 1.0], [0, 0, 0, 0], prompt_stats, 0.2)
+        assert [(c.prompt_index, c.row, c.notion_reward) for c in choices] == [(0, 2, 1.0)]
+
+    def test_minimum_notion_reward_and_unscorable_prompts(self):
+        prompt_stats = [stats([True, False], [10, 20]), None]
+        predictions = [MetaPrediction(("parity",), 0.5, 10), MetaPrediction(("addition",), 0.5, 10)]
+        assert select_experts(predictions, [1.0, 1.0], [0, 1], prompt_stats, 0.2) == []
+        assert len(select_experts(predictions, [1.0, 1.0], [0, 1], prompt_stats, 0.0)) == 1
+
+
+class TestRewrite:
+    def test_true_statistics_round_trip_through_the_parser(self):
+        prediction = MetaPrediction(("addition", "carry"), 0.125, 999, reasoning="I think {it} is easy")
+        prompt_stats = stats([True, True, False, True], [10, 21, 50, 30])
+        text = expert_text(prediction, prompt_stats, pass_rate_scale=8)
+        assert text.startswith("<meta>I think {it} is easy</meta>\n")
+        parsed = parse_meta_prediction(text, pass_rate_scale=8)
+        assert parsed.pass_rate == 6 / 8  # 3 of 4 correct -> 6 on the 0..8 scale
+        assert parsed.length == round((10 + 21 + 30) / 3)  # mean correct length, in tokens
+        assert parsed.notions == ("addition", "carry")
+        assert json.loads(text.split("</meta>\n", 1)[1])["pass_rate"] == 6  # an integer, not a fraction
+
+    def test_prompt_without_correct_rollout(self):
+        text = expert_text(MetaPrediction(("x",), 0.5, 10), stats([False, False], [10, 30]), pass_rate_scale=8)
+        parsed = parse_meta_prediction(text)
+        assert parsed.pass_rate == 0.0 and parsed.length == 20  # mean length of all rollouts
+
+    def test_buffer_state_round_trip(self):
+        buffer = ExpertBuffer()
+        buffer.add([1, 2], [3, 4, 5])
+        restored = ExpertBuffer()
+        restored.load_state_dict(json.loads(json.dumps(buffer.state_dict())))
+        assert restored.examples == buffer.examples
+
+
+def bc_script(tokenizer):
+    """Both prompts have a correct rollout that uses the predicted notion, so each yields one expert per step."""
+    return {
+        ("solution", "2 + 3"): ["Use addition: \\boxed{5}", "\\boxed{6}"],
+        ("solution", "7 - 4"): ["By subtraction \\boxed{3}", "\\boxed{1}"],
+        ("meta", "2 + 3"): [meta_text(4, 30, ["addition"]), meta_text(8, 30, ["parity"])],
+        ("meta", "7 - 4"): [meta_text(2, 30, ["subtraction"]), "garbage"],
+    }
+
+
+def bc_trainer(tiny_model_dir, tmp_path, **overrides):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    values = dict(use_expert_bc=True, expert_buffer_size=4, expert_bc_steps=3, expert_bc_learning_rate=5e-3,
+                  expert_bc_batch_size=1, max_steps=3)  # fmt: skip
+    values.update(overrides)
+    trainer = MASAGRPOTrainer(
+        model=str(tiny_model_dir), args=make_config(tmp_path, **values), train_dataset=masa_dataset(PROBLEMS)
+    )
+    trainer._generate_single_turn = ScriptedGeneration(tokenizer, bc_script(tokenizer))
+    return trainer
+
+
+class TestTrainerPass:
+    def test_experts_are_rewritten_with_the_rl_meta_prompt(self, tiny_model_dir, tmp_path):
+        trainer = bc_trainer(tiny_model_dir, tmp_path)
+        trainer.model.train()
+        batch = trainer._generate_and_score_completions(batch_inputs(trainer))
+        assert len(trainer.expert_buffer) == 2
+        tokenizer = trainer.processing_class
+        expert = trainer.expert_buffer.examples[0]
+        # Exactly the prompt ids of the RL step's meta row (no second chat template).
+        meta_row = batch["prompt_ids"][8][batch["prompt_mask"][8].bool()].tolist()
+        assert expert["prompt_ids"] == meta_row
+        completion = tokenizer.decode(expert["completion_ids"], skip_special_tokens=True)
+        parsed = parse_meta_prediction(completion)
+        assert parsed.notions == ("addition",) and parsed.pass_rate == 4 / 8  # 1 of 2 correct
+        assert expert["completion_ids"][-1] == tokenizer.eos_token_id
+
+    def test_runs_exactly_when_the_buffer_fills(self, tiny_model_dir, tmp_path):
+        trainer = bc_trainer(tiny_model_dir, tmp_path)  # 2 experts per step, N_expert = 4
+        trainer.train()
+        passes = [entry.get("bc/passes") for entry in trainer.state.log_history if "loss" in entry]
+        assert passes == [None, 1, None]
+        assert len(trainer.expert_buffer) == 2  # step 3's experts wait for the next pass
+        bc_log = next(entry for entry in trainer.state.log_history if "bc/passes" in entry)
+        assert bc_log["bc/num_examples"] == 4
+        # The cross-entropy on the expert examples falls across the pass.
+        assert bc_log["bc/loss_after"] < bc_log["bc/loss_before"]
+
+    def test_disabled_never_collects(self, tiny_model_dir, tmp_path):
+        trainer = bc_trainer(tiny_model_dir, tmp_path, use_expert_bc=False)
+        trainer.train()
+        assert len(trainer.expert_buffer) == 0
+        assert not any("bc/passes" in entry for entry in trainer.state.log_history)
+
+    def test_pass_uses_its_own_learning_rate_and_leaves_the_schedule(self, tiny_model_dir, tmp_path):
+        trainer = bc_trainer(tiny_model_dir, tmp_path, max_steps=1, expert_buffer_size=100)
+        trainer.train()  # creates the optimizer and scheduler; 2 experts buffered
+        optimizer, scheduler = trainer.optimizer, trainer.lr_scheduler
+        rl_lrs, scheduler_state = [g["lr"] for g in optimizer.param_groups], scheduler.state_dict()
+        seen = []
+        step = optimizer.step
+
+        def recording_step(*args, **kwargs):
+            seen.append([g["lr"] for g in optimizer.param_groups])
+            return step(*args, **kwargs)
+
+        optimizer.step = recording_step
+        before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+        trainer._expert_bc_pass()
+        assert seen == [[5e-3] * len(rl_lrs)] * 3
+        assert [g["lr"] for g in optimizer.param_groups] == rl_lrs
+        assert scheduler.state_dict() == scheduler_state
+        assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())
+        assert len(trainer.expert_buffer) == 0
+
+    def test_buffer_survives_save_and_resume(self, tiny_model_dir, tmp_path):
+        trainer = bc_trainer(tiny_model_dir, tmp_path, max_steps=1, save_strategy="steps", save_steps=1)
+        trainer.train()
+        saved = [dict(e) for e in trainer.expert_buffer.examples]
+        assert len(saved) == 2
+        resumed = bc_trainer(tiny_model_dir, tmp_path, max_steps=1)
+        resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))  # nothing left to train: loads only
+        assert resumed.state.global_step == 1
+        assert resumed.expert_buffer.examples == saved
+
+
+def test_config_rejects_a_zero_learning_rate(tmp_path):
+    with pytest.raises(ValueError, match="expert_bc_learning_rate"):
+        MASAConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, use_expert_bc=True, expert_bc_learning_rate=0.0)
