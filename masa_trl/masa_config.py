@@ -115,7 +115,9 @@ class MASAConfig(GRPOConfig):
 
     use_expert_bc: bool = field(
         default=False,
-        metadata={"help": "Clone expert meta-trajectories with a cross-entropy pass every expert_buffer_size experts."},
+        metadata={
+            "help": "Clone expert meta-trajectories with a cross-entropy pass every expert_buffer_size experts."
+        },
     )
     expert_buffer_size: int = field(
         default=128,

@@ -107,7 +107,7 @@ class PromptRenderer:
         expected = tokenizer.apply_chat_template(
             [{"role": "user", "content": sample}], tokenize=True, add_generation_prompt=True, return_dict=True
         )["input_ids"]
-        if self([ "12+3"])[0] != list(expected):
+        if self(["12+3"])[0] != list(expected):
             raise ValueError("Rendering the chat template by hand does not reproduce apply_chat_template.")
 
     def __call__(self, problems: list[str]) -> list[list[int]]:

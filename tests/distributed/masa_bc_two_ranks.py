@@ -14,10 +14,10 @@ import torch
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from masa_scripts import ScriptedGeneration, masa_dataset, meta_text  # noqa: E402
-from transformers import AutoTokenizer  # noqa: E402
+from masa_scripts import ScriptedGeneration, masa_dataset, meta_text
+from transformers import AutoTokenizer
 
-from masa_trl import MASAConfig, MASAGRPOTrainer  # noqa: E402
+from masa_trl import MASAConfig, MASAGRPOTrainer
 
 
 def main(model_dir: str, output_file: str) -> None:
