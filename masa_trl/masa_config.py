@@ -68,6 +68,28 @@ class MASAConfig(GRPOConfig):
             Gradient clipping of the behaviour-cloning steps.
         expert_min_notion_reward (`float`, *optional*, defaults to `0.2`):
             A prompt's best meta rollout becomes an expert only if its notion reward reaches this value.
+
+        > Parameters that control MASA-efficient (paper section 3.3)
+
+        efficient_start_step (`int` or `None`, *optional*, defaults to `None`):
+            k: from this optimizer step on, meta rollouts are generated first and drive predictive gating, early
+            cutoff and notion hints for the solution rollouts. `None` keeps plain MASA. The paper uses 120.
+        gating_std_threshold (`float`, *optional*, defaults to `0.1`):
+            A prompt is gated when the standard deviation of its parsed predicted pass rates is below this value and
+            their consensus, on the 0..S scale, is S (trivial) or 0 (unsolvable).
+        cutoff_factor (`float` or `None`, *optional*, defaults to `2.0`):
+            Solution rollouts stop at this factor times the median predicted length (at most
+            `max_completion_length`). `None` disables the cutoff.
+        notion_hint (`bool`, *optional*, defaults to `True`):
+            Append the notions predicted by a parsable meta rollout to each solution prompt as a hint.
+        gating_audit_fraction (`float`, *optional*, defaults to `0.05`):
+            Share of gated prompts whose solution rollouts are still generated, without training on them, to measure
+            the gate's precision.
+        gating_precision_floor (`float`, *optional*, defaults to `0.9`):
+            Gating pauses (with a warning) while the audited precision is below this value, and resumes when it
+            recovers.
+        gating_audit_window (`int`, *optional*, defaults to `64`):
+            Number of most recent audited prompts over which the precision is measured.
     """
 
     num_meta_generations: int = field(
@@ -144,6 +166,35 @@ class MASAConfig(GRPOConfig):
         metadata={"help": "Minimum notion reward of a prompt's best meta rollout for it to become an expert."},
     )
 
+    efficient_start_step: int | None = field(
+        default=None,
+        metadata={"help": "k: from this step, meta rollouts come first and gate/cut/hint the solutions (paper: 120)."},
+    )
+    gating_std_threshold: float = field(
+        default=0.1,
+        metadata={"help": "Gate a prompt when its predicted pass rates have a std below this and say all or none."},
+    )
+    cutoff_factor: float | None = field(
+        default=2.0,
+        metadata={"help": "Cap solution rollouts at this factor times the median predicted length; None disables."},
+    )
+    notion_hint: bool = field(
+        default=True,
+        metadata={"help": "Append predicted notions to the solution prompt as a hint (MASA-efficient)."},
+    )
+    gating_audit_fraction: float = field(
+        default=0.05,
+        metadata={"help": "Share of gated prompts still rolled out (not trained on) to measure gating precision."},
+    )
+    gating_precision_floor: float = field(
+        default=0.9,
+        metadata={"help": "Pause gating while the audited precision is below this value."},
+    )
+    gating_audit_window: int = field(
+        default=64,
+        metadata={"help": "Number of recent audited prompts over which the gating precision is measured."},
+    )
+
     def __post_init__(self):
         super().__post_init__()  # resolves generation_batch_size and steps_per_generation first
 
@@ -166,6 +217,22 @@ class MASAConfig(GRPOConfig):
                 raise ValueError(
                     f"expert_bc_learning_rate must be positive, got {self.expert_bc_learning_rate}: the pass would "
                     "not move the weights. Set --expert_bc_learning_rate or --use_expert_bc false."
+                )
+        if self.efficient_start_step is not None:
+            if self.efficient_start_step < 0:
+                raise ValueError(f"efficient_start_step must be >= 0 or None, got {self.efficient_start_step}.")
+            if self.cutoff_factor is not None and self.cutoff_factor <= 0:
+                raise ValueError(f"cutoff_factor must be positive or None, got {self.cutoff_factor}.")
+            if not 0.0 <= self.gating_audit_fraction <= 1.0:
+                raise ValueError(f"gating_audit_fraction must lie in [0, 1], got {self.gating_audit_fraction}.")
+            if self.gating_audit_window < 1:
+                raise ValueError(f"gating_audit_window must be positive, got {self.gating_audit_window}.")
+            colocated_tp = self.use_vllm and self.vllm_mode == "colocate" and self.vllm_tensor_parallel_size > 1
+            if colocated_tp and self.cutoff_factor is not None:
+                raise ValueError(
+                    "MASA-efficient's early cutoff sets one token cap per request, which vLLM colocate mode supports "
+                    "only with vllm_tensor_parallel_size=1. Use --vllm_tensor_parallel_size 1, server mode, or "
+                    "--cutoff_factor None."
                 )
         if self.meta_min_length > self.max_completion_length:
             raise ValueError(

@@ -2,7 +2,9 @@
 
 import json
 import math
+import time
 from collections import defaultdict, deque
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
@@ -13,10 +15,12 @@ from datasets import Dataset, IterableDataset
 from torch import nn
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import logging
 from trl import GRPOTrainer
 from trl.trainer.utils import get_callable_name, pad
 
 from masa_trl.batching import concat_rollout_batches
+from masa_trl.efficient import TRIVIAL, UNSOLVABLE, GatingAudit, PromptPlan, plan_prompts
 from masa_trl.expert_bc import ExpertBuffer, expert_text, select_experts
 from masa_trl.masa_config import MASAConfig
 from masa_trl.math_reward import math_accuracy_reward
@@ -24,7 +28,10 @@ from masa_trl.meta import parse_meta_prediction
 from masa_trl.meta_metrics import meta_alignment_metrics
 from masa_trl.meta_rewards import default_meta_reward_funcs
 from masa_trl.rewards import SolutionStats
-from masa_trl.templates import META_PROMPT_TEMPLATE, meta_prompt, solution_prompt
+from masa_trl.templates import META_PROMPT_TEMPLATE, add_notion_hint, meta_prompt, solution_prompt
+
+
+logger = logging.get_logger(__name__)
 
 
 def completion_text(completion) -> str:
@@ -168,6 +175,17 @@ class MASAGRPOTrainer(GRPOTrainer):
         self._solution_stats: list[SolutionStats | None] = []
         self._meta_rewards_per_func = None  # the latest meta rewards, gathered
 
+        # MASA-efficient state: the plan of the current batch, the meta rollouts generated first, generation costs.
+        self._prompt_plans: list[PromptPlan] | None = None
+        self._row_plans: list[PromptPlan] | None = None
+        self._stashed_generation = None
+        self._generation_phase = None
+        self._generation_stats = defaultdict(float)
+        self._solution_tokens_total = 0.0
+        self._gating_audit = GatingAudit(
+            args.gating_audit_fraction, args.gating_precision_floor, args.gating_audit_window, seed=args.seed
+        )
+
         self.expert_buffer = ExpertBuffer()
         self._bc_passes = 0
         if args.use_expert_bc:
@@ -200,15 +218,12 @@ class MASAGRPOTrainer(GRPOTrainer):
         # The completion table shows the latest generation batch, both kinds of row; TRL's fixed-size deques would
         # push solution rows out and misalign the columns that only one kind of row has.
         self._logs = _completion_logs()
-        solution_batch = super()._generate_and_score_completions(inputs)  # records self._solution_rollouts
 
         # Meta rows are laid out prompt-major over the gathered batch, M per prompt, and each process takes an equal
         # contiguous share, like the solution rows; a prompt whose rollouts straddle two processes is therefore
         # handled exactly as TRL handles a straddling solution group.
         first_row = self.accelerator.process_index * len(inputs)
-        group_starts = [example for i, example in enumerate(inputs) if (first_row + i) % group_size == 0]
-        all_prompts = gather_object(group_starts)
-        self._solution_stats = self._gather_solution_stats(all_prompts, *self._solution_rollouts)
+        all_prompts = gather_object([ex for i, ex in enumerate(inputs) if (first_row + i) % group_size == 0])
         num_local = len(inputs) * self.args.num_meta_generations // group_size
         start = self.accelerator.process_index * num_local
         meta_inputs = []
@@ -216,9 +231,26 @@ class MASAGRPOTrainer(GRPOTrainer):
             index = row // self.args.num_meta_generations
             meta_example = dict(all_prompts[index])
             meta_example["prompt"] = self._meta_prompt(meta_example["problem"])
-            meta_example["solution_stats"] = self._solution_stats[index]
             meta_example["prompt_index"] = index
             meta_inputs.append(meta_example)
+
+        plans = None
+        if mode == "train" and self._efficient_active():
+            plans = self._plan_from_meta_first(meta_inputs, len(all_prompts))
+            inputs = self._apply_plans(inputs, plans, first_row, group_size)
+        self._prompt_plans = plans
+        try:
+            solution_batch = super()._generate_and_score_completions(inputs)  # records self._solution_rollouts
+        finally:
+            self._prompt_plans = None
+        self._solution_stats = self._gather_solution_stats(all_prompts, *self._solution_rollouts, plans=plans)
+        if plans is not None:
+            self._mask_untrained_solutions(solution_batch, plans, first_row, group_size)
+        for meta_example in meta_inputs:
+            index = meta_example["prompt_index"]
+            meta_example["solution_stats"] = self._solution_stats[index]
+            if plans is not None and plans[index].skip:
+                meta_example["solution_stats"] = _verdict_stats(plans[index].gate, meta_example["problem"], group_size)
 
         with self._meta_phase(mode) as (meta_metrics, meta_logs):
             meta_batch = super()._generate_and_score_completions(meta_inputs)
@@ -226,11 +258,172 @@ class MASAGRPOTrainer(GRPOTrainer):
         predictions, prompt_index = self._record_meta_phase(mode, meta_inputs, meta_metrics, meta_logs)
         if mode == "train" and self.args.use_expert_bc:
             self._collect_experts(predictions, prompt_index)
+        if plans is not None:
+            self._audit_gate(plans)
+        if mode == "train":
+            self._record_generation_cost(plans)
 
         device = solution_batch["advantages"].device
         solution_batch["is_meta"] = torch.zeros(len(inputs), dtype=torch.bool, device=device)
         meta_batch["is_meta"] = torch.ones(len(meta_inputs), dtype=torch.bool, device=device)
         return concat_rollout_batches(solution_batch, meta_batch, self._tokenizer.pad_token_id)
+
+    # ------------------------------------------------------------------------------------------------ MASA-efficient
+    def _efficient_active(self) -> bool:
+        return self.args.efficient_start_step is not None and self.state.global_step >= self.args.efficient_start_step
+
+    def _plan_from_meta_first(self, meta_inputs: list[dict], num_prompts: int) -> list[PromptPlan]:
+        """Generate the meta rollouts first (kept for the meta phase) and plan every prompt's solution rollouts."""
+        prompt_ids, _, _ = self._tokenize_prompts([example["prompt"] for example in meta_inputs])
+        self._generation_phase = "meta"
+        generated = self._generate_single_turn(prompt_ids, None, {}, self.args.num_meta_generations)
+        self._stashed_generation = generated  # returned again when TRL's pipeline asks for the meta completions
+        texts = self.processing_class.batch_decode(generated[0], skip_special_tokens=True)
+        parsed = [parse_meta_prediction(t, self.args.pass_rate_scale, self.args.max_completion_length) for t in texts]
+        all_parsed = gather_object(parsed)
+        per_prompt = [
+            all_parsed[i * self.args.num_meta_generations : (i + 1) * self.args.num_meta_generations]
+            for i in range(num_prompts)
+        ]
+        return plan_prompts(
+            per_prompt,
+            self._gating_audit,
+            pass_rate_scale=self.args.pass_rate_scale,
+            std_threshold=self.args.gating_std_threshold,
+            cutoff_factor=self.args.cutoff_factor,
+            max_length=self.args.max_completion_length,
+            num_generations=self.num_generations,
+            notion_hint=self.args.notion_hint,
+        )
+
+    def _apply_plans(self, inputs, plans, first_row, group_size):
+        """Hint the solution prompts, and tell the generation which rows to skip and where to cut them."""
+        hinted, self._row_plans = [], []
+        for i, example in enumerate(inputs):
+            plan = plans[(first_row + i) // group_size]
+            notions = plan.notions[(first_row + i) % group_size]
+            hinted.append({**example, "prompt": add_notion_hint(example["prompt"], notions)} if notions else example)
+            self._row_plans.append(plan)
+        return hinted
+
+    def _mask_untrained_solutions(self, batch, plans, first_row, group_size) -> None:
+        """Gated and audited rows keep their shape (collectives need equal rows) but carry no loss and no tokens."""
+        keep = torch.tensor(
+            [plans[(first_row + i) // group_size].trains for i in range(batch["completion_mask"].size(0))],
+            device=batch["completion_mask"].device,
+        )
+        batch["completion_mask"] = batch["completion_mask"] * keep.unsqueeze(1).int()
+        batch["advantages"] = batch["advantages"] * keep
+        batch["num_items_in_batch"] = self.accelerator.gather(batch["completion_mask"].sum()).sum()
+
+    def _record_generation_cost(self, plans) -> None:
+        """Generation work of the step per phase (tokens, wall time), and what MASA-efficient decided."""
+        metrics = self._metrics["train"]
+        keys = ["meta_tokens", "solution_tokens", "cut_rows", "capped_rows"]
+        local = torch.tensor([self._generation_stats[k] for k in keys], device=self.accelerator.device)
+        totals = dict(zip(keys, self.accelerator.gather(local.unsqueeze(0)).sum(0).tolist(), strict=True))
+        self._solution_tokens_total += totals["solution_tokens"]
+        metrics["efficient/solution_tokens"].append(totals["solution_tokens"])
+        metrics["efficient/solution_tokens_total"].append(self._solution_tokens_total)
+        metrics["efficient/meta_tokens"].append(totals["meta_tokens"])
+        metrics["efficient/active"].append(float(plans is not None))
+        for phase in ("meta", "solution"):
+            metrics[f"timing/generate_{phase}_s"].append(self._generation_stats[f"{phase}_seconds"])
+        self._generation_stats = defaultdict(float)
+        if plans is None:
+            return
+        num_prompts = len(plans)
+        metrics["efficient/gated_frac"].append(sum(p.gate is not None for p in plans) / num_prompts)
+        metrics["efficient/gated_trivial_frac"].append(sum(p.gate == TRIVIAL for p in plans) / num_prompts)
+        metrics["efficient/gated_unsolvable_frac"].append(sum(p.gate == UNSOLVABLE for p in plans) / num_prompts)
+        metrics["efficient/skipped_frac"].append(sum(p.skip for p in plans) / num_prompts)
+        metrics["efficient/audit_precision"].append(self._gating_audit.precision)
+        metrics["efficient/gating_paused"].append(float(self._gating_audit.paused))
+        metrics["efficient/cutoff_frac"].append(totals["cut_rows"] / max(totals["capped_rows"], 1.0))
+
+    def _audit_gate(self, plans) -> None:
+        """Record, for every gated prompt that was rolled out (audited, or gating paused), whether the gate was right."""
+        was_paused = self._gating_audit.paused
+        for plan, stats in zip(plans, self._solution_stats, strict=True):
+            if plan.gate is not None and not plan.skip and stats is not None:
+                self._gating_audit.record(plan.gate, stats.pass_rate)
+        if self._gating_audit.paused and not was_paused:
+            logger.warning(
+                f"MASA-efficient: the audited gating precision fell to {self._gating_audit.precision:.2f}, below "
+                f"gating_precision_floor={self.args.gating_precision_floor}; gating is paused until it recovers."
+            )
+        elif was_paused and not self._gating_audit.paused:
+            logger.warning(f"MASA-efficient: gating precision recovered ({self._gating_audit.precision:.2f}).")
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        if self._in_meta_phase and self._stashed_generation is not None:  # generated first by MASA-efficient
+            generated, self._stashed_generation = self._stashed_generation, None
+            return generated
+        phase = "meta" if self._in_meta_phase or self._generation_phase == "meta" else "solution"
+        self._generation_phase = None
+        start = time.perf_counter()
+        if phase == "solution" and self._prompt_plans is not None:
+            completion_ids, logprobs = self._generate_planned(prompt_ids, images, multimodal_fields, num_generations)
+        else:
+            completion_ids, logprobs = super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            )
+        self._generation_stats[f"{phase}_seconds"] += time.perf_counter() - start
+        self._generation_stats[f"{phase}_tokens"] += sum(len(ids) for ids in completion_ids)
+        return completion_ids, logprobs
+
+    def _generate_planned(self, prompt_ids, images, multimodal_fields, num_generations):
+        """Solution rollouts under MASA-efficient: skip gated rows, stop each row at its prompt's cap."""
+        plans, eos = self._row_plans, self.eos_token_ids[0]
+        if self.use_vllm and self.vllm_mode == "server":
+            # Every process must send all its rows (TRL slices the server's answer by equal row counts); the main
+            # process drops the skipped prompts from the requests and groups the rest by cap.
+            with self._capped_server_requests():
+                completion_ids, logprobs = super()._generate_single_turn(prompt_ids, images, {}, num_generations)
+            generated = [i for i, plan in enumerate(plans) if not plan.skip]
+        else:
+            generated = [i for i, plan in enumerate(plans) if not plan.skip]
+            # A process with nothing to generate still joins the generation's collectives (FSDP/ZeRO-3), with one
+            # throw-away row.
+            rows = [prompt_ids[i] for i in generated] or [prompt_ids[0]]
+            caps = [plans[i].cap or self.max_completion_length for i in generated] or [1]
+            if self.use_vllm:
+                with _per_request_caps(self.vllm_generation, caps):
+                    out_ids, out_logps = super()._generate_single_turn(rows, None, {}, num_generations)
+            else:
+                with _generation_limit(self.generation_config, max(caps)):
+                    out_ids, out_logps = super()._generate_single_turn(rows, None, {}, num_generations)
+                out_ids = [ids[:cap] for ids, cap in zip(out_ids, caps, strict=True)]  # same as stopping at the cap
+            completion_ids = [[eos] for _ in prompt_ids]
+            logprobs = None if out_logps is None else [[0.0] for _ in prompt_ids]
+            for j, i in enumerate(generated):
+                completion_ids[i] = out_ids[j]
+                if logprobs is not None:
+                    logprobs[i] = out_logps[j]
+        for i in generated:
+            cap = plans[i].cap
+            if cap is not None:
+                self._generation_stats["capped_rows"] += 1
+                ids = completion_ids[i]
+                self._generation_stats["cut_rows"] += float(len(ids) >= cap and ids[-1] not in self.eos_token_ids)
+        skipped = [i for i, plan in enumerate(plans) if plan.skip]
+        self._generation_stats["solution_tokens"] -= len(skipped)  # placeholders are not generated tokens
+        return completion_ids, logprobs
+
+    @contextmanager
+    def _capped_server_requests(self):
+        """On the main process, wrap the vLLM client so that one request goes out per cap, concurrently."""
+        if not self.accelerator.is_main_process:
+            yield
+            return
+        client = self.vllm_generation.vllm_client
+        self.vllm_generation.vllm_client = _CappedClient(
+            client, self._prompt_plans, self.max_completion_length, self.eos_token_ids[0]
+        )
+        try:
+            yield
+        finally:
+            self.vllm_generation.vllm_client = client
 
     @contextmanager
     def _meta_phase(self, mode: str):
@@ -276,10 +469,14 @@ class MASAGRPOTrainer(GRPOTrainer):
             return self._meta_rewards_per_func
 
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        self._solution_rollouts = (completions, completion_ids_list, rewards_per_func)
+        self._solution_rollouts = (completions, completion_ids_list, rewards_per_func.clone())
+        if self._prompt_plans is not None:
+            # Gated placeholders and audited rollouts stay out of reward means and advantage baselines.
+            untrained = torch.tensor([not plan.trains for plan in self._prompt_plans], device=rewards_per_func.device)
+            rewards_per_func[untrained.repeat_interleave(self.num_generations)] = torch.nan
         return rewards_per_func
 
-    def _gather_solution_stats(self, all_prompts, completions, completion_ids_list, rewards_per_func):
+    def _gather_solution_stats(self, all_prompts, completions, completion_ids_list, rewards_per_func, plans=None):
         """Per prompt of the whole (gathered) batch: correctness, token lengths and texts of its solution rollouts."""
         group_size = self._group_size("train" if self.model.training else "eval")
         device = self.accelerator.device
@@ -290,6 +487,9 @@ class MASAGRPOTrainer(GRPOTrainer):
         lengths = lengths.view(-1, group_size).tolist()
         stats = []
         for g, problem in enumerate(problems):
+            if plans is not None and plans[g].skip:  # gated: no solution rollouts, only placeholders
+                stats.append(None)
+                continue
             if torch.isnan(scores[g]).all():  # gold answer unparsable: the meta rows of this prompt stay unscored
                 stats.append(None)
                 continue
@@ -500,3 +700,104 @@ def _merge_completion_logs(logs: dict, meta_logs: dict) -> None:
             if column not in logs[group]:
                 logs[group][column].extend([None] * num_solution)
             logs[group][column].extend(meta_logs[group].get(column, [None] * num_meta))
+
+
+def _verdict_stats(verdict: str, problem: str, group_size: int) -> SolutionStats:
+    """Stand-in statistics for a gated prompt's meta rollouts: the gate's verdict as the pass rate.
+
+    A skipped prompt has no solution rollouts, so its meta rollouts are scored against what the gate concluded
+    (all or none correct), with no length or notion evidence; they keep training the meta template.
+    """
+    return SolutionStats(
+        correct=[verdict == TRIVIAL] * group_size,
+        lengths=[0] * group_size,
+        solutions=[""] * group_size,
+        problem=problem,
+    )
+
+
+@contextmanager
+def _generation_limit(generation_config, max_new_tokens: int):
+    saved = generation_config.max_new_tokens
+    generation_config.max_new_tokens = max_new_tokens
+    try:
+        yield
+    finally:
+        generation_config.max_new_tokens = saved
+
+
+class _CappedLLM:
+    """A vLLM `LLM` seen through TRL's colocate generation, with one `max_tokens` per request (row)."""
+
+    def __init__(self, llm, caps: list[int]):
+        self._llm, self._caps = llm, caps
+
+    def generate(self, prompts, sampling_params, **kwargs):
+        per_request = []
+        for cap in self._caps:
+            params = sampling_params.clone()
+            params.max_tokens = min(cap, sampling_params.max_tokens)
+            per_request.append(params)
+        return self._llm.generate(prompts, sampling_params=per_request, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._llm, name)
+
+
+@contextmanager
+def _per_request_caps(vllm_generation, caps: list[int]):
+    llm = vllm_generation.llm
+    vllm_generation.llm = _CappedLLM(llm, caps)
+    try:
+        yield
+    finally:
+        vllm_generation.llm = llm
+
+
+class _CappedClient:
+    """A `VLLMClient` seen through TRL's server-mode generation: skipped prompts are not requested, the others are
+    sent as one request per distinct cap, concurrently (the server batches them), and the answers are reassembled in
+    order, with one-token placeholders for the skipped prompts."""
+
+    def __init__(self, client, plans: list[PromptPlan], max_length: int, eos_token_id: int):
+        self._client, self._plans, self._max_length, self._eos = client, plans, max_length, eos_token_id
+
+    def generate(self, prompts, n=1, max_tokens=16, **kwargs):
+        groups = defaultdict(list)
+        for j, plan in enumerate(self._plans):
+            if not plan.skip:
+                groups[min(plan.cap or max_tokens, max_tokens)].append(j)
+        with ThreadPoolExecutor(max_workers=max(1, len(groups))) as pool:
+            futures = {
+                cap: pool.submit(self._client.generate, [prompts[j] for j in rows], n=n, max_tokens=cap, **kwargs)
+                for cap, rows in groups.items()
+            }
+            answers = {cap: future.result() for cap, future in futures.items()}
+        per_prompt = {}
+        for cap, rows in groups.items():
+            answer = answers[cap]
+            for k, j in enumerate(rows):
+                block = slice(k * n, (k + 1) * n)
+                per_prompt[j] = {
+                    key: answer[key][block] if answer.get(key) is not None else None
+                    for key in ("completion_ids", "logprobs", "logprob_token_ids")
+                }
+        placeholder = {
+            "completion_ids": [[self._eos]] * n,
+            "logprobs": [[[0.0]]] * n,
+            "logprob_token_ids": [[[self._eos]]] * n,
+        }
+        output = {
+            "prompt_ids": [list(p) for p in prompts],
+            "completion_ids": [],
+            "logprobs": [],
+            "logprob_token_ids": [],
+        }
+        for j in range(len(prompts)):
+            part = per_prompt.get(j, placeholder)
+            for key in ("completion_ids", "logprobs", "logprob_token_ids"):
+                output[key].extend(part[key] if part[key] is not None else placeholder[key])
+        return output
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)

@@ -1,0 +1,182 @@
+import math
+from unittest.mock import patch
+
+import pytest
+import torch
+from masa_scripts import ScriptedGeneration, masa_dataset, meta_text
+from test_masa_trainer import make_config
+from transformers import AutoTokenizer
+from trl import GRPOTrainer
+
+from masa_trl import MASAGRPOTrainer
+from masa_trl.efficient import (
+    MIN_AUDITS_TO_PAUSE,
+    TRIVIAL,
+    UNSOLVABLE,
+    GatingAudit,
+    gate_verdict,
+    hint_notions,
+    length_cap,
+    plan_prompts,
+)
+from masa_trl.meta import MetaPrediction
+
+
+def preds(*rates, length=10, notions=("addition",)):
+    return [None if r is None else MetaPrediction(tuple(notions), r / 8, length) for r in rates]
+
+
+class TestDecisions:
+    def test_gate_verdicts(self):
+        assert gate_verdict(preds(8, 8, 8, 8), 8, 0.1) == TRIVIAL
+        assert gate_verdict(preds(0, 0, 0, 1), 8, 0.1) == UNSOLVABLE  # std 0.054, consensus 0.03 -> 0 of 8
+        assert gate_verdict(preds(8, 8, 0, 8), 8, 0.1) is None  # they disagree
+        assert gate_verdict(preds(4, 4, 4, 4), 8, 0.1) is None  # agree, but the prompt is learnable
+        assert gate_verdict(preds(8, None, None, None), 8, 0.1) is None  # one parse is no consensus
+        assert gate_verdict(preds(8, 8, None, None), 8, 0.1) == TRIVIAL  # half parsed
+
+    def test_length_cap(self):
+        assert length_cap(preds(4, 4, 4, length=10), 2.0, 100) == 20
+        assert length_cap([MetaPrediction((), 0.5, n) for n in (5, 10, 300)], 2.0, 100) == 20  # median is robust
+        assert length_cap(preds(4, length=60), 2.0, 100) is None  # at or above the maximum: no cap
+        assert length_cap([None, None], 2.0, 100) is None
+
+    def test_hint_notions_cycle_over_parsable_rollouts(self):
+        predictions = [MetaPrediction(("a",), 0.5, 1), None, MetaPrediction(("b", "c"), 0.5, 1)]
+        assert hint_notions(predictions, 3) == (("a",), ("b", "c"), ("a",))
+        assert hint_notions([None], 2) == ((), ())
+
+    def test_audited_prompts_are_rolled_out_plainly(self):
+        audit = GatingAudit(audit_fraction=1.0, precision_floor=0.9, window=8)
+        (plan,) = plan_prompts(
+            [preds(8, 8)], audit, pass_rate_scale=8, std_threshold=0.1, cutoff_factor=2.0, max_length=100,
+            num_generations=2, notion_hint=True,
+        )  # fmt: skip
+        assert plan.gate == TRIVIAL and plan.audit and not plan.skip and not plan.trains
+        assert plan.cap is None and plan.notions == ((), ())
+
+
+class TestAudit:
+    def test_pauses_below_the_floor_and_resumes(self):
+        audit = GatingAudit(audit_fraction=0.0, precision_floor=0.75, window=8)
+        for _ in range(MIN_AUDITS_TO_PAUSE - 1):
+            audit.record(TRIVIAL, 0.5)  # wrong, but too few audits to pause
+        assert not audit.paused
+        audit.record(UNSOLVABLE, 0.0)
+        assert audit.paused and audit.precision == pytest.approx(1 / 8)
+        assert audit.plan([TRIVIAL, None]) == [(False, False), (False, False)]  # paused: roll everything out
+        for _ in range(7):
+            audit.record(TRIVIAL, 1.0)
+        assert audit.precision == 1.0 and not audit.paused  # the window holds the last 8 audits
+        assert audit.plan([TRIVIAL]) == [(True, False)]
+
+    def test_state_round_trip_keeps_the_random_stream(self):
+        audit = GatingAudit(audit_fraction=0.5, precision_floor=0.9, window=4, seed=3)
+        audit.record(TRIVIAL, 1.0)
+        restored = GatingAudit(audit_fraction=0.5, precision_floor=0.9, window=4)
+        restored.load_state_dict(audit.state_dict())
+        assert restored.plan([TRIVIAL] * 20) == audit.plan([TRIVIAL] * 20)
+        assert list(restored.outcomes) == [True]
+
+
+PROBLEMS = {"Compute 2 + 3.": "5", "Compute 7 - 4.": "3"}
+LONG = "Let us add the numbers one by one and check each partial sum carefully before answering. \\boxed{3}"
+
+
+def efficient_trainer(tiny_model_dir, tmp_path, script=None, **overrides):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    values = dict(efficient_start_step=0, gating_audit_fraction=0.0, max_completion_length=64, max_steps=1)
+    values.update(overrides)
+    trainer = MASAGRPOTrainer(
+        model=str(tiny_model_dir), args=make_config(tmp_path, **values), train_dataset=masa_dataset(PROBLEMS)
+    )
+    script = script or {
+        # Prompt A: every meta rollout says "always solved" -> gated as trivial.
+        ("meta", "2 + 3"): [meta_text(8, 6, ["addition"]), meta_text(8, 6, ["addition"])],
+        # Prompt B: learnable; median predicted length 8 -> solutions capped at 16 tokens, hinted with "subtraction".
+        ("meta", "7 - 4"): [meta_text(4, 8, ["subtraction"]), meta_text(2, 8, ["subtraction"])],
+        ("solution", "2 + 3"): ["\\boxed{5}"],
+        ("solution", "7 - 4"): [LONG, "\\boxed{3}"],
+    }
+    return trainer, ScriptedGeneration(tokenizer, script), tokenizer
+
+
+def inputs_of(trainer, group_size=4):
+    return [dict(example) for example in trainer.train_dataset for _ in range(group_size)]
+
+
+class TestTrainer:
+    def test_gating_cutoff_and_hints(self, tiny_model_dir, tmp_path):
+        trainer, script, tokenizer = efficient_trainer(tiny_model_dir, tmp_path)
+        trainer.model.train()
+        with patch.object(GRPOTrainer, "_generate_single_turn", script):
+            batch = trainer._generate_and_score_completions(inputs_of(trainer))
+        eos = tokenizer.eos_token_id
+        # Prompt A (rows 0-3) was skipped: one-token placeholders, no loss, no advantage.
+        assert batch["completion_ids"][:4, 0].tolist() == [eos] * 4
+        assert batch["completion_mask"][:4].sum() == 0 and batch["advantages"][:4].abs().sum() == 0
+        # Prompt B (rows 4-7): no rollout exceeds 2 x 8 = 16 tokens; the long one was cut there.
+        lengths = batch["completion_mask"][4:8].sum(1).tolist()
+        assert max(lengths) == 16 and all(n <= 16 for n in lengths)
+        assert batch["num_items_in_batch"].item() == batch["completion_mask"].sum().item()
+        # Meta first (4 rows: 2 prompts x M = 2), then only prompt B's 4 solution rows were generated.
+        assert script.calls == [(4, 2), (4, 4)]
+        # The hint reached prompt B's solution prompts only.
+        prompts = tokenizer.batch_decode(batch["prompt_ids"][4:8], skip_special_tokens=True)
+        assert all("subtraction" in p for p in prompts)
+        assert not any("subtraction" in p for p in tokenizer.batch_decode(batch["prompt_ids"][:4]))
+        metrics = {k: v[-1] for k, v in trainer._metrics["train"].items()}
+        assert metrics["efficient/gated_frac"] == 0.5 and metrics["efficient/gated_trivial_frac"] == 0.5
+        assert metrics["efficient/skipped_frac"] == 0.5
+        assert metrics["efficient/cutoff_frac"] == 0.5  # the long rollouts of B hit their cap, the short ones not
+        # Gated rows are out of the reward mean: B's rewards only (the 2 short rollouts are correct).
+        assert metrics["reward"] == pytest.approx(0.5)
+        # The gated prompt's meta rollouts still train, scored against the gate's verdict (pass rate 1).
+        assert batch["is_meta"][8:10].all() and trainer._solution_stats[0] is None
+
+    def test_gated_rows_contribute_exactly_zero_gradient(self, tiny_model_dir, tmp_path):
+        trainer, script, _ = efficient_trainer(tiny_model_dir, tmp_path)
+        trainer.model.train()
+        trainer.current_gradient_accumulation_steps = 1
+        with patch.object(GRPOTrainer, "_generate_single_turn", script):
+            batch = trainer._generate_and_score_completions(inputs_of(trainer))
+
+        def grads(b):
+            trainer.model.zero_grad()
+            trainer.compute_loss(trainer.model, b).backward()
+            return [p.grad.clone() for p in trainer.model.parameters()]
+
+        reference = grads(batch)
+        altered = dict(batch)
+        altered["completion_ids"] = batch["completion_ids"].clone()
+        altered["completion_ids"][:4] = 7  # rewrite the gated rows entirely
+        for a, b in zip(reference, grads(altered), strict=True):
+            assert torch.equal(a, b)
+
+    def test_plain_masa_before_step_k(self, tiny_model_dir, tmp_path):
+        trainer, script, _ = efficient_trainer(tiny_model_dir, tmp_path, efficient_start_step=5)
+        trainer.model.train()
+        with patch.object(GRPOTrainer, "_generate_single_turn", script):
+            batch = trainer._generate_and_score_completions(inputs_of(trainer))
+        assert batch["completion_mask"][:4].sum() > 0  # nothing gated
+        assert trainer._metrics["train"]["efficient/active"][-1] == 0.0
+
+    def test_audit_measures_precision_without_training(self, tiny_model_dir, tmp_path):
+        trainer, script, _ = efficient_trainer(tiny_model_dir, tmp_path, gating_audit_fraction=1.0)
+        trainer.model.train()
+        with patch.object(GRPOTrainer, "_generate_single_turn", script):
+            batch = trainer._generate_and_score_completions(inputs_of(trainer))
+        # Prompt A was audited: generated in full, excluded from the loss; the gate was right (all 4 correct).
+        assert batch["completion_mask"][:4].sum() == 0
+        assert trainer._solution_stats[0].pass_rate == 1.0
+        assert list(trainer._gating_audit.outcomes) == [True]
+        assert trainer._metrics["train"]["efficient/audit_precision"][-1] == 1.0
+
+    def test_trains_end_to_end(self, tiny_model_dir, tmp_path):
+        trainer, script, _ = efficient_trainer(tiny_model_dir, tmp_path, max_steps=2, use_expert_bc=True)
+        with patch.object(GRPOTrainer, "_generate_single_turn", script):
+            trainer.train()
+        last = [entry for entry in trainer.state.log_history if "loss" in entry][-1]
+        assert last["efficient/gated_frac"] == 0.5
+        assert last["efficient/solution_tokens_total"] > last["efficient/solution_tokens"] > 0
+        assert math.isfinite(last["loss"])
