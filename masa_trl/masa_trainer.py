@@ -628,19 +628,26 @@ class MASAGRPOTrainer(GRPOTrainer):
     # ------------------------------------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
-        if self.args.use_expert_bc:
-            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            state = {"buffer": self.expert_buffer.state_dict(), "passes": self._bc_passes}
-            (folder / f"expert_buffer_rank{self.accelerator.process_index}.json").write_text(json.dumps(state))
+        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        state = {
+            "expert_buffer": self.expert_buffer.state_dict(),
+            "bc_passes": self._bc_passes,
+            "gating_audit": self._gating_audit.state_dict(),
+            "solution_tokens_total": self._solution_tokens_total,
+        }
+        (folder / f"masa_state_rank{self.accelerator.process_index}.json").write_text(json.dumps(state))
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
-        if self.args.use_expert_bc and checkpoint is not None:
-            path = Path(checkpoint) / f"expert_buffer_rank{self.accelerator.process_index}.json"
-            if path.exists():
-                state = json.loads(path.read_text())
-                self.expert_buffer.load_state_dict(state["buffer"])
-                self._bc_passes = state["passes"]
+        if checkpoint is None:
+            return
+        path = Path(checkpoint) / f"masa_state_rank{self.accelerator.process_index}.json"
+        if path.exists():
+            state = json.loads(path.read_text())
+            self.expert_buffer.load_state_dict(state["expert_buffer"])
+            self._bc_passes = state["bc_passes"]
+            self._gating_audit.load_state_dict(state["gating_audit"])
+            self._solution_tokens_total = state["solution_tokens_total"]
 
 
 class _ExpertBCCallback(TrainerCallback):

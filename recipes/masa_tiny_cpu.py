@@ -2,6 +2,8 @@
 
     python recipes/masa_tiny_cpu.py                       # what `make demo` runs
     python recipes/masa_tiny_cpu.py --max_steps 20 --num_meta_generations 8
+    python recipes/masa_tiny_cpu.py --dataset_name problems.jsonl --problem_column question --answer_column final
+    python recipes/masa_tiny_cpu.py --dry_run             # check config, data, chat template, batch layout; exit
 
 The model is a randomly initialised 2-layer Qwen3 with a locally trained tokenizer (`masa_trl.tiny_model`), so it
 neither solves the problems nor writes parsable meta predictions at first: this recipe shows that the pipeline runs
@@ -12,22 +14,29 @@ of row, meta metrics) in about a minute. Every setting can be overridden on the 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transformers import AutoTokenizer
 from trl import TrlParser
 
 from masa_trl import MASAConfig, MASAGRPOTrainer
 from masa_trl.arithmetic import make_arithmetic_dataset
+from masa_trl.data import ProblemDataArguments, filter_long_prompts, load_problem_dataset, meta_prompt_kwargs
+from masa_trl.dry_run import DryRunArguments, parse_recipe_args, run_dry_run
 from masa_trl.tiny_model import build_tiny_model
 
 
 @dataclass
 class TinyScriptArguments:
     model_dir: str = field(default="outputs/tiny-qwen3", metadata={"help": "Where the tiny model is built (once)."})
-    num_problems: int = field(default=64, metadata={"help": "Number of generated training problems."})
+    num_problems: int = field(
+        default=64, metadata={"help": "Number of generated training problems (when --dataset_name is not given)."}
+    )
 
 
 # Experimental setup: the paper's MASA settings, scaled to a tiny model on 2 CPU cores.
 TINY_DEFAULTS = dict(
     output_dir="outputs/masa-tiny-cpu",
+    dataset_name=None,  # None: generated arithmetic problems; or a Hub id / local file with problem and answer columns
+    max_prompt_length=512,
     use_cpu=True,
     bf16=False,
     per_device_train_batch_size=8,  # 2 prompts x G = 4 solution rollouts per step
@@ -47,17 +56,57 @@ TINY_DEFAULTS = dict(
     save_strategy="no",
     report_to="none",
     seed=0,
+    dry_run_num_processes=1,
 )
 
 
-def main(script_args: TinyScriptArguments, training_args: MASAConfig) -> None:
+def make_parser() -> TrlParser:
+    parser = TrlParser((TinyScriptArguments, ProblemDataArguments, MASAConfig, DryRunArguments))
+    parser.set_defaults(**TINY_DEFAULTS)
+    return parser
+
+
+def main(script_args: TinyScriptArguments, data_args, training_args: MASAConfig, dry_run_args):
     model_dir = Path(script_args.model_dir)
     if not (model_dir / "config.json").exists():
         build_tiny_model(model_dir)
-    dataset = make_arithmetic_dataset(script_args.num_problems, seed=training_args.seed, terms=(1, 3), digits=(1, 1))
+    if data_args.dataset_name is None:
+        dataset = make_arithmetic_dataset(
+            script_args.num_problems, seed=training_args.seed, terms=(1, 3), digits=(1, 1)
+        )
+    else:
+        dataset = None
+
+    if dry_run_args.dry_run:
+        return run_dry_run(
+            training_args,
+            data_args,
+            dry_run_args,
+            model_name_or_path=str(model_dir),
+            rows=dataset,
+            reward_names=["math_accuracy_reward"],
+        )
+
+    if dataset is None:
+        dataset = load_problem_dataset(
+            data_args.dataset_name,
+            data_args.dataset_train_split,
+            data_args.problem_column,
+            data_args.answer_column,
+            config_name=data_args.dataset_config,
+        )
+    dataset = filter_long_prompts(
+        dataset,
+        AutoTokenizer.from_pretrained(model_dir),
+        data_args.max_prompt_length,
+        meta_kwargs=meta_prompt_kwargs(training_args),
+        chat_template_kwargs=training_args.chat_template_kwargs,
+    )
 
     trainer = MASAGRPOTrainer(model=str(model_dir), args=training_args, train_dataset=dataset)
     trainer.train()
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
 
     if trainer.accelerator.is_main_process:
         last = [entry for entry in trainer.state.log_history if "meta/reward" in entry][-1]
@@ -71,9 +120,8 @@ def main(script_args: TinyScriptArguments, training_args: MASAConfig) -> None:
             "loss",
         ):
             print(f"  {key:32s} {last.get(key)}")
+    return trainer
 
 
 if __name__ == "__main__":
-    parser = TrlParser((TinyScriptArguments, MASAConfig))
-    parser.set_defaults(**TINY_DEFAULTS)
-    main(*parser.parse_args_and_config())
+    main(*parse_recipe_args(make_parser()))

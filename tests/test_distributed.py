@@ -63,3 +63,17 @@ def test_behaviour_cloning_with_unequal_expert_counts_per_rank(tiny_model_dir, t
         assert result["loss_after"] < result["loss_before"]
         assert result["finite"]
     assert results[0]["loss_before"] == results[1]["loss_before"]  # one global token mean, seen by both ranks
+
+
+@pytest.mark.timeout(600)
+def test_efficient_with_one_rank_gating_everything(tiny_model_dir, tmp_path):
+    output = tmp_path / "efficient.json"
+    launch_two_ranks(SCRIPT.parent / "masa_efficient_two_ranks.py", str(tiny_model_dir), str(output))
+    results = [json.loads(Path(f"{output}.rank{rank}").read_text()) for rank in (0, 1)]
+    for result in results:
+        assert result["global_step"] == 2
+        assert result["skipped_frac"] == 0.5
+        assert result["params_changed"]
+    # Per step: 4 meta rows, then the solution rows: rank 0 generated only a throw-away row, rank 1 all 4.
+    assert results[0]["calls"] == [[4, 2], [1, 2]] * 2
+    assert results[1]["calls"] == [[4, 2], [4, 2]] * 2
