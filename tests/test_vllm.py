@@ -183,3 +183,87 @@ def test_server_mode_generates_through_http(tiny_model_dir, tmp_path, vllm_serve
     # Per step: one request for the 2 solution prompts (n = G = 4) and one for the 2 meta prompts (n = M = 2).
     assert requests == [(2, 4, 24), (2, 2, 24)] * 2
     assert sync_weights.call_count >= 1
+
+
+EFFICIENT_PROBLEMS = {"What is 2 + 3?": "5", "What is 4 + 4?": "8"}
+
+
+def scripted_meta_then_real_solutions(tokenizer):
+    """Meta rollouts are scripted (a random model writes no parsable prediction); solutions come from vLLM.
+
+    Prompt "2 + 3": every meta rollout says "always solved" -> gated. Prompt "4 + 4": learnable, predicted length 3
+    -> its solution rollouts are capped at 6 tokens.
+    """
+    from masa_scripts import meta_text
+    from trl import GRPOTrainer
+
+    real = GRPOTrainer._generate_single_turn
+
+    def generate(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        prompts = tokenizer.batch_decode(prompt_ids)
+        if "</meta>" not in prompts[0]:
+            return real(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        texts = [meta_text(8 if "2 + 3" in p else 4, 3, ["addition"]) for p in prompts]
+        ids = [tokenizer(t, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for t in texts]
+        return ids, [[-1.0] * len(x) for x in ids] if self.use_vllm else None
+
+    return generate
+
+
+def check_efficient_batch(trainer, batch):
+    lengths = batch["completion_mask"][~batch["is_meta"]].sum(1).tolist()
+    assert lengths[:4] == [0, 0, 0, 0]  # gated prompt: placeholders, masked
+    assert 0 < max(lengths[4:]) <= 6  # capped at 2 x 3 tokens by vLLM itself
+    assert trainer._metrics["train"]["efficient/skipped_frac"][-1] == 0.5
+
+
+def test_colocate_mode_efficient_caps_per_request(tiny_model_dir, tmp_path, unpacked_cpu_linear_weights):
+    from transformers import AutoTokenizer
+    from trl import GRPOTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    trainer = MASAGRPOTrainer(
+        model=str(tiny_model_dir),
+        args=vllm_config(tmp_path, vllm_mode="colocate", vllm_gpu_memory_utilization=0.3, vllm_max_model_length=2048,
+                         efficient_start_step=0, gating_audit_fraction=0.0, shuffle_dataset=False),
+        train_dataset=masa_dataset(EFFICIENT_PROBLEMS),
+    )  # fmt: skip
+    trainer.model.train()
+    inputs = [dict(example) for example in trainer.train_dataset for _ in range(4)]
+    with patch.object(GRPOTrainer, "_generate_single_turn", scripted_meta_then_real_solutions(tokenizer)):
+        batch = trainer._generate_and_score_completions(inputs)
+    check_efficient_batch(trainer, batch)
+
+
+def test_server_mode_efficient_sends_one_request_per_cap(tiny_model_dir, tmp_path, vllm_server):
+    from transformers import AutoTokenizer
+    from trl import GRPOTrainer
+    from trl.generation.vllm_client import VLLMClient
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    generate = VLLMClient.generate
+    requests = []
+
+    def recording_generate(self, prompts, **kwargs):
+        requests.append((len(prompts), kwargs["n"], kwargs["max_tokens"]))
+        return generate(self, prompts, **kwargs)
+
+    with (
+        patch.object(VLLMClient, "init_communicator", lambda self, device: None),
+        patch.object(VLLMClient, "generate", recording_generate),
+    ):
+        trainer = MASAGRPOTrainer(
+            model=str(tiny_model_dir),
+            args=vllm_config(tmp_path, vllm_mode="server", vllm_server_base_url=vllm_server, efficient_start_step=0,
+                             gating_audit_fraction=0.0, shuffle_dataset=False),
+            train_dataset=masa_dataset(EFFICIENT_PROBLEMS),
+        )  # fmt: skip
+        trainer.model.train()
+        trainer._last_loaded_step = trainer.state.global_step  # no weight sync (NCCL) in this test
+        inputs = [dict(example) for example in trainer.train_dataset for _ in range(4)]
+        with patch.object(GRPOTrainer, "_generate_single_turn", scripted_meta_then_real_solutions(tokenizer)):
+            batch = trainer._generate_and_score_completions(inputs)
+    check_efficient_batch(trainer, batch)
+    # Solutions: only the learnable prompt was requested, with n = G = 4 and its own cap; the meta rollouts were
+    # scripted, so the server saw no meta request.
+    assert requests == [(1, 4, 6)]
