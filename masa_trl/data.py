@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasets import Dataset, load_dataset
+from datasets import Dataset, Features, Value, load_dataset
 
 from masa_trl.templates import DEFAULT_META_SYSTEM_PROMPT, META_PROMPT_TEMPLATE, meta_prompt, solution_prompt
 
@@ -143,6 +143,7 @@ def load_problem_dataset(
             "answer": _as_text(example[answer_column]),
         },
         remove_columns=columns,
+        features=Features({"problem": Value("string"), "answer": Value("string")}),
         desc="Selecting problem and answer",
     )
     num_loaded = len(dataset)

@@ -375,25 +375,19 @@ class MASAGRPOTrainer(GRPOTrainer):
     def _generate_planned(self, prompt_ids, images, multimodal_fields, num_generations):
         """Solution rollouts under MASA-efficient: skip gated rows, stop each row at its prompt's cap."""
         plans, eos = self._row_plans, self.eos_token_ids[0]
+        generated = [i for i, plan in enumerate(plans) if not plan.skip]
         if self.use_vllm and self.vllm_mode == "server":
-            # Every process must send all its rows (TRL slices the server's answer by equal row counts); the main
-            # process drops the skipped prompts from the requests and groups the rest by cap.
+            # Every process sends all its rows (TRL slices the server's answer by equal row counts); the main process
+            # drops the skipped prompts from the requests and sends one request per cap.
             with self._capped_server_requests():
                 completion_ids, logprobs = super()._generate_single_turn(prompt_ids, images, {}, num_generations)
-            generated = [i for i, plan in enumerate(plans) if not plan.skip]
         else:
-            generated = [i for i, plan in enumerate(plans) if not plan.skip]
-            # A process with nothing to generate still joins the generation's collectives (FSDP/ZeRO-3), with one
-            # throw-away row.
-            rows = [prompt_ids[i] for i in generated] or [prompt_ids[0]]
-            caps = [plans[i].cap or self.max_completion_length for i in generated] or [1]
+            rows = [prompt_ids[i] for i in generated]
+            caps = [plans[i].cap or self.max_completion_length for i in generated]
             if self.use_vllm:
-                with _per_request_caps(self.vllm_generation, caps):
-                    out_ids, out_logps = super()._generate_single_turn(rows, None, {}, num_generations)
+                out_ids, out_logps = self._generate_colocated_with_caps(rows, caps, num_generations)
             else:
-                with _generation_limit(self.generation_config, max(caps)):
-                    out_ids, out_logps = super()._generate_single_turn(rows, None, {}, num_generations)
-                out_ids = [ids[:cap] for ids, cap in zip(out_ids, caps, strict=True)]  # same as stopping at the cap
+                out_ids, out_logps = self._generate_grouped_by_cap(rows, caps, num_generations, prompt_ids[0]), None
             completion_ids = [[eos] for _ in prompt_ids]
             logprobs = None if out_logps is None else [[0.0] for _ in prompt_ids]
             for j, i in enumerate(generated):
@@ -401,14 +395,40 @@ class MASAGRPOTrainer(GRPOTrainer):
                 if logprobs is not None:
                     logprobs[i] = out_logps[j]
         for i in generated:
-            cap = plans[i].cap
-            if cap is not None:
-                self._generation_stats["capped_rows"] += 1
+            if plans[i].cap is not None:
                 ids = completion_ids[i]
-                self._generation_stats["cut_rows"] += float(len(ids) >= cap and ids[-1] not in self.eos_token_ids)
-        skipped = [i for i, plan in enumerate(plans) if plan.skip]
-        self._generation_stats["solution_tokens"] -= len(skipped)  # placeholders are not generated tokens
+                self._generation_stats["capped_rows"] += 1
+                self._generation_stats["cut_rows"] += float(len(ids) >= plans[i].cap and ids[-1] != eos)
+        self._generation_stats["solution_tokens"] -= len(prompt_ids) - len(generated)  # placeholders: not generated
         return completion_ids, logprobs
+
+    def _generate_colocated_with_caps(self, rows, caps, num_generations):
+        """vLLM colocate: one `SamplingParams` per request, each with its own `max_tokens`, in one engine call."""
+        if not rows:  # colocate generation is local to the process (tensor parallel size 1): nothing to join
+            return [], None
+        with _per_request_caps(self.vllm_generation, caps):
+            return super()._generate_single_turn(rows, None, {}, num_generations)
+
+    def _generate_grouped_by_cap(self, rows, caps, num_generations, spare_row) -> list[list[int]]:
+        """transformers generation, one `generate` call per cap bucket, so that short caps stop early.
+
+        Caps are rounded up to 1/16 of `max_completion_length` to bound the number of calls, and each row is then
+        cut at its exact cap (the same distribution as stopping there). Every process makes one call per bucket of
+        the whole batch, with `spare_row` thrown away where it has none, so FSDP/ZeRO-3 generation stays in step.
+        """
+        bucket = max(1, self.max_completion_length // 16)
+        bucketed = [min(math.ceil(cap / bucket) * bucket, self.max_completion_length) for cap in caps]
+        all_buckets = sorted({b for local in gather_object([sorted(set(bucketed))]) for b in local})
+        completions = [None] * len(rows)
+        for limit in all_buckets:
+            members = [j for j, b in enumerate(bucketed) if b == limit]
+            with _generation_limit(self.generation_config, limit):
+                ids, _ = super()._generate_single_turn(
+                    [rows[j] for j in members] or [spare_row], None, {}, num_generations
+                )
+            for j, completion in zip(members, ids, strict=False):  # drops the spare row's answer
+                completions[j] = completion[: caps[j]]
+        return completions
 
     @contextmanager
     def _capped_server_requests(self):
@@ -520,6 +540,14 @@ class MASAGRPOTrainer(GRPOTrainer):
             meta_logs["extra"]["pred_notions"].extend(", ".join(p.notions) if p else None for p in predictions)
             _merge_completion_logs(self._logs, meta_logs)
         return predictions, prompt_index
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        """TRL's model card, plus a section naming MASA and the paper, the MASA config and the final meta metrics."""
+        from masa_trl.model_card import add_masa_section
+
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        if self.is_world_process_zero():
+            add_masa_section(Path(self.args.output_dir) / "README.md", self.args, self.state.log_history)
 
     # ------------------------------------------------------------------------------------------------ expert BC
     def _collect_experts(self, predictions, prompt_index):

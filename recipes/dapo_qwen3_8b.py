@@ -6,8 +6,8 @@ What this recipe includes from DAPO, on `trl.GRPOTrainer`:
 - token-level policy-gradient loss (`loss_type="dapo"`), as in the GRPO baseline and MASA;
 - overlong filtering: truncated completions are left out of the loss (`mask_truncated_completions=True`);
 - soft overlong punishment: a second reward, 0 up to max_completion_length - L_cache tokens, then falling linearly to
-  -1 at max_completion_length (`trl.rewards.get_soft_overlong_punishment`); L_cache = 1638 tokens keeps DAPO's
-  proportion (4096 of 20480) at our 8192 (`--soft_punish_cache`);
+  -1 at max_completion_length (`trl.rewards.get_soft_overlong_punishment`); L_cache = max_completion_length // 5
+  = 1638 tokens keeps DAPO's proportion (4096 of 20480) at our 8192 (`--soft_punish_cache`);
 - no KL term (`beta=0.0`).
 What it does not include: dynamic sampling (oversampling, then dropping the prompts whose G rollouts all score the
 same until the batch is full), which TRL does not support; such groups simply get zero advantage here, as in GRPO.
@@ -29,7 +29,7 @@ from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser, get_peft_config
 from trl.rewards import get_soft_overlong_punishment
 
 from masa_trl.data import DEEPSCALER, ProblemDataArguments, hub_dataset_id, meta_prompt_kwargs, prepare_problems
-from masa_trl.dry_run import DryRunArguments, parse_recipe_args, print_layout, run_dry_run
+from masa_trl.dry_run import DryRunArguments, DryRunError, parse_recipe_args, print_layout, run_dry_run
 from masa_trl.math_reward import math_accuracy_reward
 from masa_trl.templates import solution_prompt
 
@@ -41,9 +41,12 @@ PER_DEVICE_TRAIN_BATCH_SIZE = 2  # solution rows per micro-batch and process
 
 @dataclass
 class DAPOArguments:
-    soft_punish_cache: int = field(
-        default=1638,
-        metadata={"help": "L_cache of the soft overlong punishment (tokens before max_completion_length)."},
+    soft_punish_cache: int | None = field(
+        default=None,
+        metadata={
+            "help": "L_cache of the soft overlong punishment, in tokens before max_completion_length; default: "
+            "max_completion_length // 5 (DAPO's 4096 of 20480), 1638 at 8192."
+        },
     )
 
 
@@ -98,7 +101,14 @@ def make_parser() -> TrlParser:
 def main(data_args, training_args, model_args, dapo_args, dry_run_args):
     # Rewards: 1 if the last \boxed{} answer equals the gold answer (math-verify), else 0; plus DAPO's soft overlong
     # punishment, 0 down to -1 over the last soft_punish_cache tokens before max_completion_length
-    overlong = get_soft_overlong_punishment(training_args.max_completion_length, dapo_args.soft_punish_cache)
+    soft_punish_cache = dapo_args.soft_punish_cache or training_args.max_completion_length // 5
+    if not 0 < soft_punish_cache < training_args.max_completion_length:
+        problem = (
+            f"soft_punish_cache={soft_punish_cache} must lie between 0 and max_completion_length="
+            f"{training_args.max_completion_length}: set --soft_punish_cache."
+        )
+        raise DryRunError([problem]) if dry_run_args.dry_run else ValueError(problem)
+    overlong = get_soft_overlong_punishment(training_args.max_completion_length, soft_punish_cache)
     reward_funcs = [math_accuracy_reward, overlong]
     # Prompts are filtered with MASA's rule (solution and meta prompt within max_prompt_length): the same problems
     filter_meta_kwargs = meta_prompt_kwargs(max_length=training_args.max_completion_length)
@@ -112,7 +122,7 @@ def main(data_args, training_args, model_args, dapo_args, dry_run_args):
             model_revision=model_args.model_revision,
             meta_kwargs=filter_meta_kwargs,
             expected_prompts_per_step=PROMPTS_PER_STEP,
-            reward_names=["math_accuracy_reward", f"soft_overlong_punishment (L_cache={dapo_args.soft_punish_cache})"],
+            reward_names=["math_accuracy_reward", f"soft_overlong_punishment (L_cache={soft_punish_cache})"],
         )
 
     # Model: loaded by the trainer from these arguments

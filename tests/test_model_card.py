@@ -1,0 +1,158 @@
+"""Hub and tracking, offline: the MASA model card, the push requested by `--push_to_hub`, and wandb's meta metrics.
+
+One short run of `recipes/masa_tiny_cpu.py` (`main()`, in process) with `--push_to_hub --report_to wandb` is shared
+by the integration tests: the Hub client is a mock and wandb runs in offline mode, so nothing leaves the machine.
+"""
+
+import importlib.util
+import math
+from pathlib import Path
+from unittest.mock import MagicMock, patch
+
+import pytest
+
+from masa_trl import MASAConfig
+from masa_trl.dry_run import parse_recipe_args
+from masa_trl.model_card import add_masa_section, final_meta_metrics, masa_card_section
+
+
+ROOT = Path(__file__).resolve().parents[1]
+REPO_ID = "someone/masa-tiny"
+
+
+def masa_config(tmp_path, **overrides) -> MASAConfig:
+    values = dict(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        per_device_train_batch_size=8,
+        num_generations=4,
+        num_meta_generations=4,
+        max_completion_length=64,
+        meta_min_length=8,
+        report_to="none",
+    )
+    values.update(overrides)
+    return MASAConfig(**values)
+
+
+LOG_HISTORY = [
+    {"loss": 0.1, "meta/reward": 0.2, "meta/pass_rate_correlation": float("nan"), "step": 1},
+    {"loss": 0.1, "meta/reward": 0.41234, "meta/pass_rate_correlation": 0.5, "meta/parse_failure_rate": 0.25,
+     "meta/pass_rate_abs_error": 0.125, "meta/rewards/notion_alignment_reward/mean": 0.3, "reward": 0.5, "step": 2},
+    {"train_runtime": 3.0, "step": 2},
+]  # fmt: skip
+
+
+class TestCardSection:
+    def test_final_metrics_are_the_last_logged_ones(self):
+        step, metrics = final_meta_metrics(LOG_HISTORY)
+        assert step == 2
+        assert metrics["meta/reward"] == 0.41234 and metrics["meta/pass_rate_correlation"] == 0.5
+        assert list(metrics)[:2] == ["meta/reward", "meta/pass_rate_correlation"]  # headline metrics first
+        assert final_meta_metrics([{"loss": 1.0}]) == (None, {})
+
+    def test_section_names_masa_the_paper_the_config_and_the_metrics(self, tmp_path):
+        text = masa_card_section(masa_config(tmp_path, use_expert_bc=True), LOG_HISTORY)
+        assert "**MASA** (Meta-Awareness via Self-Alignment)" in text
+        assert "https://huggingface.co/papers/2510.03259" in text and "eprint        = {2510.03259}" in text
+        assert "| `num_meta_generations` | 4 |" in text
+        assert "| `difficulty_base` | 0.01 |" in text
+        assert "| `expert_buffer_size` | 128 |" in text  # expert BC is on: its settings are listed
+        assert "gating_std_threshold" not in text  # MASA-efficient is off: its settings are not
+        assert "Logged at training step 2." in text
+        assert "| `meta/reward` | 0.4123 |" in text
+        assert "| `meta/parse_failure_rate` | 0.25 |" in text
+        assert "| `meta/rewards/notion_alignment_reward/mean` | 0.3 | mean notion alignment reward |" in text
+
+    def test_undefined_metric_is_written_as_not_available(self, tmp_path):
+        text = masa_card_section(masa_config(tmp_path), LOG_HISTORY[:1])
+        assert math.isnan(LOG_HISTORY[0]["meta/pass_rate_correlation"])
+        assert "| `meta/pass_rate_correlation` | n/a |" in text
+
+    def test_section_goes_before_citations_and_is_replaced_not_repeated(self, tmp_path):
+        readme = tmp_path / "README.md"
+        readme.write_text("# Model Card\n\n## Training procedure\n\ntext\n\n## Citations\n\nCite TRL\n")
+        args = masa_config(tmp_path)
+        add_masa_section(readme, args, LOG_HISTORY[:1])
+        add_masa_section(readme, args, LOG_HISTORY)
+        text = readme.read_text()
+        assert text.count("## MASA") == 1
+        assert text.index("## Training procedure") < text.index("## MASA") < text.index("## Citations")
+        assert "Logged at training step 2." in text and "step 1." not in text
+
+
+# ------------------------------------------------------------------------------------------ one tiny run
+@pytest.fixture(scope="module")
+def tiny_run(tiny_model_dir, tmp_path_factory):
+    """`masa_tiny_cpu.py --push_to_hub --report_to wandb`, one step, with a mock Hub client and wandb offline."""
+    out = tmp_path_factory.mktemp("tiny-run")
+    spec = importlib.util.spec_from_file_location("recipe_masa_tiny_cpu", ROOT / "recipes" / "masa_tiny_cpu.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    hub = MagicMock()
+    hub.create_repo.return_value.repo_id = REPO_ID
+    args = [
+        "--model_dir", str(tiny_model_dir),
+        "--output_dir", str(out / "model"),
+        "--num_problems", "8",
+        "--per_device_train_batch_size", "4",
+        "--num_generations", "2",
+        "--num_meta_generations", "2",
+        "--max_completion_length", "12",
+        "--meta_min_length", "4",
+        "--max_steps", "1",
+        "--save_strategy", "steps",
+        "--save_steps", "1",
+        "--push_to_hub",
+        "--hub_model_id", REPO_ID,
+        "--report_to", "wandb",
+        "--run_name", "masa-tiny-test",
+    ]  # fmt: skip
+    with pytest.MonkeyPatch.context() as env, patch("transformers.trainer.hf_api", return_value=hub):
+        env.setenv("WANDB_MODE", "offline")
+        env.setenv("WANDB_DIR", str(out))
+        env.setenv("WANDB_SILENT", "true")
+        trainer = recipe.main(*parse_recipe_args(recipe.make_parser(), args))
+        import wandb
+
+        wandb.finish()
+    return trainer, hub, out
+
+
+def test_push_is_requested_for_the_hub_model_id(tiny_run):
+    trainer, hub, out = tiny_run
+    hub.create_repo.assert_called_once_with(REPO_ID, token=None, private=None, exist_ok=True)
+    uploads = hub.upload_folder.call_args_list
+    # The checkpoint push (hub_strategy="every_save") and the final push, both of the output folder to the repo.
+    assert [call.kwargs["commit_message"] for call in uploads] == ["Training in progress, step 1", "End of training"]
+    for call in uploads:
+        assert call.kwargs["repo_id"] == REPO_ID
+        assert call.kwargs["folder_path"] == str(out / "model")
+    assert uploads[-1].kwargs["run_as_future"] is False  # the final push blocks until it is done
+
+
+def test_pushed_card_names_masa_the_paper_the_config_and_final_meta_metrics(tiny_run):
+    trainer, _, out = tiny_run
+    card = (out / "model" / "README.md").read_text()
+    assert "tags:" in card and "- masa" in card
+    assert "**MASA** (Meta-Awareness via Self-Alignment)" in card
+    assert "https://huggingface.co/papers/2510.03259" in card
+    assert "| `num_meta_generations` | 2 |" in card
+    last = [entry for entry in trainer.state.log_history if "meta/reward" in entry][-1]
+    assert f"| `meta/reward` | {last['meta/reward']:.4g} |" in card
+    assert "`meta/parse_failure_rate`" in card
+    assert card.count("## MASA") == 1  # written at the checkpoint and again at the push, kept once
+
+
+def test_meta_metrics_reach_wandb_offline(tiny_run):
+    _, _, out = tiny_run
+    (run_file,) = (out / "wandb").glob("offline-run-*/run-*.wandb")
+    logged = run_file.read_bytes()  # wandb's record log: the logged keys are stored as plain UTF-8 strings
+    for key in (
+        "train/meta/reward",
+        "train/meta/parse_failure_rate",
+        "train/meta/pass_rate_abs_error",
+        "train/reward",
+    ):
+        assert key.encode() in logged, key
