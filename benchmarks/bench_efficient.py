@@ -81,14 +81,19 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--max-completion-length", type=int, default=96)
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved runs per method, to spread machine noise")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = str(build_tiny_model(f"{tmp}/model"))
         dataset = make_arithmetic_dataset(3 * options.steps, seed=0, terms=(2, 3), digits=(1, 1))
-        results = {
-            name: run(model_dir, dataset, options.steps, options.max_completion_length, efficient, f"{tmp}/{name}")
-            for name, efficient in (("MASA", False), ("MASA-efficient", True))
-        }
+        runs = {"MASA": [], "MASA-efficient": []}
+        for repeat in range(options.repeats):  # interleaved, so that load changes hit both methods alike
+            for name, efficient in (("MASA", False), ("MASA-efficient", True)):
+                output_dir = f"{tmp}/{name}-{repeat}"
+                runs[name].append(
+                    run(model_dir, dataset, options.steps, options.max_completion_length, efficient, output_dir)
+                )
+        results = {name: {k: statistics.fmean(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
     print(
         f"\n{options.steps} steps, 3 prompts x G=4 solution rollouts per step, max_completion_length "
         f"{options.max_completion_length}; per-step means (transformers backend, CPU)"

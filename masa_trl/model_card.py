@@ -123,8 +123,10 @@ def masa_card_section(args, log_history: list[dict]) -> str:
         meanings = dict(HEADLINE_METRICS)
         lines += [f"Logged at training step {step}.", "", "| metric | value | meaning |", "|---|---|---|"]
         for name, value in metrics.items():
-            meaning = meanings.get(name, f"mean {name.split('/')[2].replace('_', ' ')}")
-            lines.append(f"| `{name}` | {_format(value)} | {meaning} |")
+            # `meta/rewards/<function>/mean` for a meta reward function that is not a headline metric
+            meaning = meanings[name] if name in meanings else f"mean {name.split('/')[2].replace('_', ' ')}"
+            value = "n/a" if value is None else _format(value)  # NaN is logged as None: undefined this step
+            lines.append(f"| `{name}` | {value} | {meaning} |")
     else:
         lines.append("No meta metrics were logged yet.")
     lines += ["", "### Cite MASA", "", "```bibtex", CITATION, "```", _END]

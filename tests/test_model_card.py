@@ -77,8 +77,8 @@ class TestCardSection:
         add_masa_section(readme, args, LOG_HISTORY[:1])
         add_masa_section(readme, args, LOG_HISTORY)
         text = readme.read_text()
-        assert text.count("## MASA") == 1
-        assert text.index("## Training procedure") < text.index("## MASA") < text.index("## Citations")
+        assert text.count("\n## MASA\n") == 1
+        assert text.index("## Training procedure") < text.index("\n## MASA\n") < text.index("## Citations")
         assert "Logged at training step 2." in text and "step 1." not in text
 
 
@@ -121,7 +121,7 @@ def tiny_run(tiny_model_dir, tmp_path_factory):
 
 
 def test_push_is_requested_for_the_hub_model_id(tiny_run):
-    trainer, hub, out = tiny_run
+    _, hub, out = tiny_run
     hub.create_repo.assert_called_once_with(REPO_ID, token=None, private=None, exist_ok=True)
     uploads = hub.upload_folder.call_args_list
     # The checkpoint push (hub_strategy="every_save") and the final push, both of the output folder to the repo.
@@ -142,7 +142,7 @@ def test_pushed_card_names_masa_the_paper_the_config_and_final_meta_metrics(tiny
     last = [entry for entry in trainer.state.log_history if "meta/reward" in entry][-1]
     assert f"| `meta/reward` | {last['meta/reward']:.4g} |" in card
     assert "`meta/parse_failure_rate`" in card
-    assert card.count("## MASA") == 1  # written at the checkpoint and again at the push, kept once
+    assert card.count("\n## MASA\n") == 1  # written at the checkpoint and again at the push, kept once
 
 
 def test_meta_metrics_reach_wandb_offline(tiny_run):
