@@ -4,7 +4,6 @@ import json
 import math
 import time
 from collections import defaultdict, deque
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
@@ -20,10 +19,11 @@ from trl import GRPOTrainer
 from trl.trainer.utils import get_callable_name, pad
 
 from masa_trl.batching import concat_rollout_batches
+from masa_trl.capped_generation import CappedClient, generation_limit, per_request_caps
 from masa_trl.efficient import TRIVIAL, UNSOLVABLE, GatingAudit, PromptPlan, plan_prompts
 from masa_trl.expert_bc import ExpertBuffer, expert_text, select_experts
 from masa_trl.masa_config import MASAConfig
-from masa_trl.math_reward import math_accuracy_reward
+from masa_trl.math_reward import completion_text, math_accuracy_reward
 from masa_trl.meta import parse_meta_prediction
 from masa_trl.meta_metrics import meta_alignment_metrics
 from masa_trl.meta_rewards import default_meta_reward_funcs
@@ -32,13 +32,6 @@ from masa_trl.templates import META_PROMPT_TEMPLATE, add_notion_hint, meta_promp
 
 
 logger = logging.get_logger(__name__)
-
-
-def completion_text(completion) -> str:
-    """The text of a TRL completion, which is a string or a list of chat messages."""
-    if isinstance(completion, str):
-        return completion
-    return "".join(message["content"] for message in completion if isinstance(message.get("content"), str))
 
 
 class MASAGRPOTrainer(GRPOTrainer):
@@ -406,7 +399,7 @@ class MASAGRPOTrainer(GRPOTrainer):
         """vLLM colocate: one `SamplingParams` per request, each with its own `max_tokens`, in one engine call."""
         if not rows:  # colocate generation is local to the process (tensor parallel size 1): nothing to join
             return [], None
-        with _per_request_caps(self.vllm_generation, caps):
+        with per_request_caps(self.vllm_generation, caps):
             return super()._generate_single_turn(rows, None, {}, num_generations)
 
     def _generate_grouped_by_cap(self, rows, caps, num_generations, spare_row) -> list[list[int]]:
@@ -422,7 +415,7 @@ class MASAGRPOTrainer(GRPOTrainer):
         completions = [None] * len(rows)
         for limit in all_buckets:
             members = [j for j, b in enumerate(bucketed) if b == limit]
-            with _generation_limit(self.generation_config, limit):
+            with generation_limit(self.generation_config, limit):
                 ids, _ = super()._generate_single_turn(
                     [rows[j] for j in members] or [spare_row], None, {}, num_generations
                 )
@@ -437,7 +430,7 @@ class MASAGRPOTrainer(GRPOTrainer):
             yield
             return
         client = self.vllm_generation.vllm_client
-        self.vllm_generation.vllm_client = _CappedClient(
+        self.vllm_generation.vllm_client = CappedClient(
             client, self._prompt_plans, self.max_completion_length, self.eos_token_ids[0]
         )
         try:
@@ -749,90 +742,3 @@ def _verdict_stats(verdict: str, problem: str, group_size: int) -> SolutionStats
         solutions=[""] * group_size,
         problem=problem,
     )
-
-
-@contextmanager
-def _generation_limit(generation_config, max_new_tokens: int):
-    saved = generation_config.max_new_tokens
-    generation_config.max_new_tokens = max_new_tokens
-    try:
-        yield
-    finally:
-        generation_config.max_new_tokens = saved
-
-
-class _CappedLLM:
-    """A vLLM `LLM` seen through TRL's colocate generation, with one `max_tokens` per request (row)."""
-
-    def __init__(self, llm, caps: list[int]):
-        self._llm, self._caps = llm, caps
-
-    def generate(self, prompts, sampling_params, **kwargs):
-        per_request = []
-        for cap in self._caps:
-            params = sampling_params.clone()
-            params.max_tokens = min(cap, sampling_params.max_tokens)
-            per_request.append(params)
-        return self._llm.generate(prompts, sampling_params=per_request, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self._llm, name)
-
-
-@contextmanager
-def _per_request_caps(vllm_generation, caps: list[int]):
-    llm = vllm_generation.llm
-    vllm_generation.llm = _CappedLLM(llm, caps)
-    try:
-        yield
-    finally:
-        vllm_generation.llm = llm
-
-
-class _CappedClient:
-    """A `VLLMClient` seen through TRL's server-mode generation: skipped prompts are not requested, the others are
-    sent as one request per distinct cap, concurrently (the server batches them), and the answers are reassembled in
-    order, with one-token placeholders for the skipped prompts."""
-
-    def __init__(self, client, plans: list[PromptPlan], max_length: int, eos_token_id: int):
-        self._client, self._plans, self._max_length, self._eos = client, plans, max_length, eos_token_id
-
-    def generate(self, prompts, n=1, max_tokens=16, **kwargs):
-        groups = defaultdict(list)
-        for j, plan in enumerate(self._plans):
-            if not plan.skip:
-                groups[min(plan.cap or max_tokens, max_tokens)].append(j)
-        with ThreadPoolExecutor(max_workers=max(1, len(groups))) as pool:
-            futures = {
-                cap: pool.submit(self._client.generate, [prompts[j] for j in rows], n=n, max_tokens=cap, **kwargs)
-                for cap, rows in groups.items()
-            }
-            answers = {cap: future.result() for cap, future in futures.items()}
-        per_prompt = {}
-        for cap, rows in groups.items():
-            answer = answers[cap]
-            for k, j in enumerate(rows):
-                block = slice(k * n, (k + 1) * n)
-                per_prompt[j] = {
-                    key: answer[key][block] if answer.get(key) is not None else None
-                    for key in ("completion_ids", "logprobs", "logprob_token_ids")
-                }
-        placeholder = {
-            "completion_ids": [[self._eos]] * n,
-            "logprobs": [[[0.0]]] * n,
-            "logprob_token_ids": [[[self._eos]]] * n,
-        }
-        output = {
-            "prompt_ids": [list(p) for p in prompts],
-            "completion_ids": [],
-            "logprobs": [],
-            "logprob_token_ids": [],
-        }
-        for j in range(len(prompts)):
-            part = per_prompt.get(j, placeholder)
-            for key in ("completion_ids", "logprobs", "logprob_token_ids"):
-                output[key].extend(part[key] if part[key] is not None else placeholder[key])
-        return output
-
-    def __getattr__(self, name):
-        return getattr(self._client, name)
