@@ -12,19 +12,20 @@ import pytest
 SCRIPT = Path(__file__).parent / "distributed" / "masa_two_ranks.py"
 
 
-def launch_two_ranks(script: Path, *args: str, timeout: int = 600) -> None:
-    # `--cpu` would start a single process; `--multi_gpu` without GPUs gives two gloo ranks on the CPU.
+FSDP2_CONFIG = Path(__file__).parent / "distributed" / "fsdp2_cpu.yaml"
+
+
+def launch_two_ranks(script: Path, *args: str, fsdp2: bool = False, timeout: int = 600) -> None:
+    # `--cpu` would start a single process; `--multi_gpu` without GPUs gives two gloo ranks on the CPU (DDP).
+    if fsdp2:
+        backend = ["--config_file", str(FSDP2_CONFIG)]
+    else:
+        backend = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
     command = [
         sys.executable,
         "-m",
         "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
+        *backend,
         "--dynamo_backend",
         "no",
         "--main_process_port",
@@ -52,9 +53,10 @@ def test_straddling_group_is_scored_from_gathered_statistics(tiny_model_dir, tmp
 
 
 @pytest.mark.timeout(600)
-def test_behaviour_cloning_with_unequal_expert_counts_per_rank(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("fsdp2", [False, True], ids=["ddp", "fsdp2"])
+def test_behaviour_cloning_with_unequal_expert_counts_per_rank(tiny_model_dir, tmp_path, fsdp2):
     output = tmp_path / "bc.json"
-    launch_two_ranks(SCRIPT.parent / "masa_bc_two_ranks.py", str(tiny_model_dir), str(output))
+    launch_two_ranks(SCRIPT.parent / "masa_bc_two_ranks.py", str(tiny_model_dir), str(output), fsdp2=fsdp2)
     results = [json.loads(Path(f"{output}.rank{rank}").read_text()) for rank in (0, 1)]
     assert [r["local_experts_at_pass"] for r in results] == [[2], [1]]
     for result in results:
