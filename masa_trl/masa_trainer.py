@@ -77,6 +77,17 @@ class MASAGRPOTrainer(GRPOTrainer):
     """
 
     _tag_names: ClassVar[list[str]] = ["trl", "grpo", "masa"]
+    # The GRPOTrainer attributes that the meta phase switches to their meta counterparts (see `_meta_phase`).
+    _META_PHASE_ATTRIBUTES = (
+        "num_generations",
+        "num_generations_eval",
+        "reward_funcs",
+        "reward_func_names",
+        "reward_weights",
+        "reward_processing_classes",
+        "_metrics",
+        "_logs",
+    )
     _name = "MASA"
     _paper: ClassVar[dict[str, str]] = {
         "title": "Meta-Awareness Enhances Reasoning Models: Self-Alignment Reinforcement Learning",
@@ -441,19 +452,7 @@ class MASAGRPOTrainer(GRPOTrainer):
     @contextmanager
     def _meta_phase(self, mode: str):
         """Switch TRL's pipeline to the meta rollouts: group size M, meta reward functions, separate metrics/logs."""
-        saved = {
-            name: getattr(self, name)
-            for name in (
-                "num_generations",
-                "num_generations_eval",
-                "reward_funcs",
-                "reward_func_names",
-                "reward_weights",
-                "reward_processing_classes",
-                "_metrics",
-                "_logs",
-            )
-        }
+        saved = {name: getattr(self, name) for name in self._META_PHASE_ATTRIBUTES}
         meta_metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         meta_logs = _completion_logs()
         self.num_generations = self.num_generations_eval = self.args.num_meta_generations

@@ -5,6 +5,30 @@ import json
 
 from datasets import Dataset
 
+from masa_trl import MASAConfig
+
+
+def cpu_config(output_dir, **overrides) -> MASAConfig:
+    """A small MASA configuration for CPU tests; keyword arguments override the defaults."""
+    values = dict(
+        output_dir=str(output_dir),
+        use_cpu=True,
+        bf16=False,
+        per_device_train_batch_size=8,
+        num_generations=4,
+        num_meta_generations=2,
+        max_completion_length=64,
+        meta_min_length=8,
+        max_steps=2,
+        learning_rate=1e-2,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=0,
+    )
+    values.update(overrides)
+    return MASAConfig(**values)
+
 
 def meta_text(pass_rate: int, length: int, notions: list[str], reasoning: str = "thinking") -> str:
     payload = {"math_notion": notions, "pass_rate": pass_rate, "solution_length": length}

@@ -2,11 +2,11 @@ import math
 
 import pytest
 import torch
-from masa_scripts import ScriptedGeneration, masa_dataset, meta_text
+from masa_scripts import ScriptedGeneration, cpu_config, masa_dataset, meta_text
 from transformers import AutoTokenizer
 from trl import GRPOTrainer
 
-from masa_trl import MASAConfig, MASAGRPOTrainer
+from masa_trl import MASAGRPOTrainer
 from masa_trl.math_reward import math_accuracy_reward
 
 
@@ -28,24 +28,7 @@ META_METRICS = [
 
 
 def make_config(tmp_path, **overrides):
-    values = dict(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        bf16=False,
-        per_device_train_batch_size=8,
-        num_generations=4,
-        num_meta_generations=2,
-        max_completion_length=64,
-        meta_min_length=8,
-        max_steps=2,
-        learning_rate=1e-2,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        seed=0,
-    )
-    values.update(overrides)
-    return MASAConfig(**values)
+    return cpu_config(tmp_path, **overrides)
 
 
 def group_advantages(rewards: list[float], group_size: int) -> torch.Tensor:

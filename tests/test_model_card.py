@@ -1,10 +1,12 @@
 """Hub and tracking, offline: the MASA model card, the push requested by `--push_to_hub`, and wandb's meta metrics.
 
-One short run of `recipes/masa_tiny_cpu.py` (`main()`, in process) with `--push_to_hub --report_to wandb` is shared
-by the integration tests: the Hub client is a mock and wandb runs in offline mode, so nothing leaves the machine.
+One step of `recipes/masa_qwen3_8b.py` (`main()`, in process, on CPU with the tiny model substituted by flags) with
+`--push_to_hub --report_to wandb` is shared by the integration tests: the Hub client is a mock and wandb runs in
+offline mode, so nothing leaves the machine. A step of the GRPO baseline checks its real code path too.
 """
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 from unittest.mock import MagicMock, patch
@@ -83,26 +85,50 @@ class TestCardSection:
 
 
 # ------------------------------------------------------------------------------------------ one tiny run
+def load_recipe(name: str):
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}", ROOT / "recipes" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_substitutions(tiny_model_dir, problems, output_dir) -> list[str]:
+    """Flags that run a GPU recipe's real code path for one step on CPU: tiny model, local data, no vLLM."""
+    return [
+        "--model_name_or_path", str(tiny_model_dir),
+        "--dataset_name", str(problems),
+        "--output_dir", str(output_dir),
+        "--use_cpu", "--bf16", "false", "--dtype", "float32", "--use_vllm", "false",
+        "--per_device_train_batch_size", "4",
+        "--gradient_accumulation_steps", "1",
+        "--num_generations", "2",
+        "--max_prompt_length", "1024",
+        "--max_completion_length", "12",
+        "--max_steps", "1",
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
-def tiny_run(tiny_model_dir, tmp_path_factory):
-    """`masa_tiny_cpu.py --push_to_hub --report_to wandb`, one step, with a mock Hub client and wandb offline."""
+def problems(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "problems.jsonl"
+    path.write_text(
+        "".join(json.dumps({"problem": f"What is {i} + 1?", "answer": str(i + 1)}) + "\n" for i in range(8))
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_model_dir, problems, tmp_path_factory):
+    """`masa_qwen3_8b.py --push_to_hub --report_to wandb` for one step on CPU, with a mock Hub client and wandb
+    offline: the recipe's real code path (data preparation, trainer, save, push, end)."""
     out = tmp_path_factory.mktemp("tiny-run")
-    spec = importlib.util.spec_from_file_location("recipe_masa_tiny_cpu", ROOT / "recipes" / "masa_tiny_cpu.py")
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
+    recipe = load_recipe("masa_qwen3_8b")
     hub = MagicMock()
     hub.create_repo.return_value.repo_id = REPO_ID
     args = [
-        "--model_dir", str(tiny_model_dir),
-        "--output_dir", str(out / "model"),
-        "--num_problems", "8",
-        "--per_device_train_batch_size", "4",
-        "--num_generations", "2",
+        *tiny_substitutions(tiny_model_dir, problems, out / "model"),
         "--num_meta_generations", "2",
-        "--max_completion_length", "12",
         "--meta_min_length", "4",
-        "--max_steps", "1",
-        "--save_strategy", "steps",
         "--save_steps", "1",
         "--push_to_hub",
         "--hub_model_id", REPO_ID,
@@ -156,3 +182,12 @@ def test_meta_metrics_reach_wandb_offline(tiny_run):
         "train/reward",
     ):
         assert key.encode() in logged, key
+
+
+def test_grpo_baseline_trains_saves_and_writes_a_plain_trl_card(tiny_model_dir, problems, tmp_path):
+    recipe = load_recipe("grpo_qwen3_8b")
+    args = [*tiny_substitutions(tiny_model_dir, problems, tmp_path), "--report_to", "none", "--save_strategy", "no"]
+    trainer = recipe.main(*parse_recipe_args(recipe.make_parser(), args))
+    assert trainer.state.global_step == 1
+    assert (tmp_path / "model.safetensors").exists()
+    assert "masa" not in trainer._tag_names

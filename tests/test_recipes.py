@@ -188,6 +188,15 @@ def test_tiny_recipe_dry_runs(data_flags, tiny_model_dir, problems_file, capsys)
     assert len(report.meta_prompt_lengths) == 8
 
 
+def test_tiny_recipe_trains_one_step_on_a_local_file(tiny_model_dir, problems_file, tmp_path, capsys):
+    """The `make demo` recipe's real path, with a dataset file substituted and tiny lengths (a few seconds)."""
+    args = ["--model_dir", str(tiny_model_dir), "--dataset_name", str(problems_file), "--output_dir", str(tmp_path)]
+    args += ["--max_steps", "1", "--max_completion_length", "12", "--meta_min_length", "4"]
+    trainer = recipe("masa_tiny_cpu").main(*parse_recipe_args(recipe("masa_tiny_cpu").make_parser(), args))
+    assert trainer.state.global_step == 1
+    assert "meta/reward" in capsys.readouterr().out
+
+
 def test_dry_run_errors_name_the_setting_to_change(tiny_model_dir, problems_file):
     flags = ["--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(problems_file)]
     # The recipe's 2048 + 8192 tokens exceed the tiny model's context; the column does not exist.
@@ -198,6 +207,10 @@ def test_dry_run_errors_name_the_setting_to_change(tiny_model_dir, problems_file
     assert "--max_completion_length" in problems[0]
     assert "--problem_column" in problems[1] and "['answer', 'problem', 'solution']" in problems[1]
     assert error.value.code.startswith("Dry run failed, 2 problem(s):")
+
+    # A model that cannot be loaded (here: no such directory, and the Hub is offline in tests).
+    with pytest.raises(DryRunError, match="--model_name_or_path"):
+        recipe("grpo_qwen3_8b").main(*parse("grpo_qwen3_8b", "--model_name_or_path", "/nonexistent/model"))
 
     # An invalid config is reported, not raised as a traceback.
     with pytest.raises(DryRunError, match="--num_meta_generations"):

@@ -10,6 +10,8 @@ import pytest
 import trl
 from trl import GRPOTrainer
 
+from masa_trl import MASAGRPOTrainer
+
 
 # Private methods MASA overrides or calls, and the exact signatures it was written against.
 PINNED_SIGNATURES = {
@@ -26,18 +28,6 @@ PINNED_SIGNATURES = {
     ),
     "training_step": "(self, model, inputs, num_items_in_batch)",
 }
-
-# Attributes the meta phase swaps; TRL must still read them under these names.
-SWAPPED_ATTRIBUTES = [
-    "num_generations",
-    "num_generations_eval",
-    "reward_funcs",
-    "reward_func_names",
-    "reward_weights",
-    "reward_processing_classes",
-    "_metrics",
-    "_logs",
-]
 
 
 def test_trl_version_is_pinned():
@@ -57,7 +47,7 @@ def test_private_method_signature(name):
     )
 
 
-@pytest.mark.parametrize("name", SWAPPED_ATTRIBUTES)
+@pytest.mark.parametrize("name", MASAGRPOTrainer._META_PHASE_ATTRIBUTES)
 def test_swapped_attribute_is_read_by_trl(name):
     source = inspect.getsource(GRPOTrainer)
     assert f"self.{name}" in source, f"GRPOTrainer no longer uses self.{name}; the MASA meta phase swaps it."

@@ -14,9 +14,9 @@ from unittest.mock import patch
 
 import pytest
 import torch
-from masa_scripts import masa_dataset
+from masa_scripts import cpu_config, masa_dataset
 
-from masa_trl import MASAConfig, MASAGRPOTrainer
+from masa_trl import MASAGRPOTrainer
 
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
@@ -25,25 +25,9 @@ PROBLEMS = {"What is 2 + 3?": "5", "What is 4 + 4?": "8"}
 
 
 def vllm_config(tmp_path, **overrides):
-    values = dict(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        bf16=False,
-        use_vllm=True,
-        per_device_train_batch_size=8,
-        num_generations=4,
-        num_meta_generations=2,
-        max_completion_length=24,
-        meta_min_length=4,
-        max_steps=2,
-        learning_rate=1e-2,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        seed=0,
-    )
+    values = dict(use_vllm=True, max_completion_length=24, meta_min_length=4)
     values.update(overrides)
-    return MASAConfig(**values)
+    return cpu_config(tmp_path, **values)
 
 
 def digit_share_reward(completions, **kwargs):

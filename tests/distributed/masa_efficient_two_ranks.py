@@ -14,19 +14,17 @@ import torch
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from masa_scripts import ScriptedGeneration, masa_dataset, meta_text
+from masa_scripts import ScriptedGeneration, cpu_config, masa_dataset, meta_text
 from transformers import AutoTokenizer
 from trl import GRPOTrainer
 
-from masa_trl import MASAConfig, MASAGRPOTrainer
+from masa_trl import MASAGRPOTrainer
 
 
 def main(model_dir: str, output_file: str) -> None:
     problems = {"Compute 1 + 1.": "2", "Compute 2 + 2.": "4", "Compute 3 + 3.": "6", "Compute 4 + 4.": "8"}
-    args = MASAConfig(
-        output_dir=str(Path(output_file).parent / "run"),
-        use_cpu=True,
-        bf16=False,
+    args = cpu_config(
+        str(Path(output_file).parent / "run"),
         per_device_train_batch_size=4,
         num_generations=2,
         num_meta_generations=2,
@@ -34,13 +32,9 @@ def main(model_dir: str, output_file: str) -> None:
         meta_min_length=8,
         max_steps=2,
         learning_rate=1e-2,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
         shuffle_dataset=False,
         efficient_start_step=0,
         gating_audit_fraction=0.0,
-        seed=0,
     )
     trainer = MASAGRPOTrainer(model=model_dir, args=args, train_dataset=masa_dataset(problems))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
