@@ -4,6 +4,7 @@ Colocate mode trains end to end. Server mode drives the real HTTP generation pat
 only the weight synchronisation, which needs NCCL and therefore CUDA, is stood in.
 """
 
+import os
 import socket
 import subprocess
 import sys
@@ -22,6 +23,19 @@ from masa_trl import MASAGRPOTrainer
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
 
 PROBLEMS = {"What is 2 + 3?": "5", "What is 4 + 4?": "8"}
+
+
+@pytest.fixture(autouse=True)
+def isolated_process_state():
+    """vLLM colocate sets RANK/WORLD_SIZE/MASTER_* in os.environ for its in-process engine; without a reset they leak
+    into the next test, whose Accelerator then believes it is distributed."""
+    from accelerate.state import AcceleratorState
+
+    environ = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(environ)
+    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def vllm_config(tmp_path, **overrides):
