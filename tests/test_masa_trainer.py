@@ -316,3 +316,24 @@ class TestEveryLoss:
             # Real log-probs (negative) on every completion token, meta rows included.
             mask = batch["completion_mask"].bool()
             assert (batch[key][mask] < 0).all()
+
+
+def test_meta_metrics_reach_tensorboard(tiny_model_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    script, _ = script_for(tokenizer)
+    trainer = MASAGRPOTrainer(
+        model=str(tiny_model_dir),
+        args=make_config(tmp_path, max_steps=1, report_to=["tensorboard"]),
+        train_dataset=masa_dataset(PROBLEMS),
+    )
+    trainer._generate_single_turn = ScriptedGeneration(tokenizer, script)
+    trainer.train()
+    (run_dir,) = {path.parent for path in tmp_path.rglob("events.out.tfevents*")}
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    for key in ("meta/reward", "meta/pass_rate_abs_error", "meta/parse_failure_rate"):
+        assert f"train/{key}" in scalars, scalars
+    assert events.Scalars("train/meta/parse_failure_rate")[-1].value == pytest.approx(0.25)
