@@ -27,6 +27,7 @@ from masa_trl.math_reward import completion_text, math_accuracy_reward
 from masa_trl.meta import parse_meta_prediction
 from masa_trl.meta_metrics import meta_alignment_metrics
 from masa_trl.meta_rewards import default_meta_reward_funcs
+from masa_trl.model_card import add_masa_section
 from masa_trl.rewards import SolutionStats
 from masa_trl.templates import META_PROMPT_TEMPLATE, add_notion_hint, meta_prompt, solution_prompt
 
@@ -535,8 +536,6 @@ class MASAGRPOTrainer(GRPOTrainer):
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
         """TRL's model card, plus a section naming MASA and the paper, the MASA config and the final meta metrics."""
-        from masa_trl.model_card import add_masa_section
-
         super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
         if self.is_world_process_zero():
             add_masa_section(Path(self.args.output_dir) / "README.md", self.args, self.state.log_history)
