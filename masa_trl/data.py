@@ -189,6 +189,8 @@ def meta_prompt_kwargs(args=None, **overrides) -> dict:
             template=args.meta_prompt_template or META_PROMPT_TEMPLATE,
         )
     kwargs.update(overrides)
+    if args is None:  # MASAConfig would reject meta_min_length > max_completion_length; here just clamp it
+        kwargs["min_length"] = min(kwargs["min_length"], kwargs["max_length"])
     return kwargs
 
 

@@ -76,7 +76,8 @@ def parse_recipe_args(parser, args: list[str] | None = None) -> tuple:
     from trl import TrlParser
 
     args = list(sys.argv[1:] if args is None else args)
-    pre, _ = TrlParser(DryRunArguments).parse_args_and_config(args, return_remaining_strings=True)
+    pre_parser = TrlParser(DryRunArguments, add_help=False, allow_abbrev=False)  # `--help` is the recipe parser's
+    pre, _ = pre_parser.parse_args_and_config(args, return_remaining_strings=True)
     if not pre.dry_run:
         return parser.parse_args_and_config(args)
     if not torch.cuda.is_available():
@@ -271,6 +272,7 @@ def run_dry_run(
                 "Hub model id (with network access) or a local directory."
             )
     if tokenizer is not None:
+        num_errors = len(errors)
         if tokenizer.chat_template is None:
             errors.append(
                 f"the tokenizer of {model_name!r} has no chat template, which the solution and meta prompts need. Set "
@@ -284,9 +286,10 @@ def run_dry_run(
                 f"({training_args.max_completion_length}) = {needed} tokens exceeds the {context}-token context of "
                 f"{model_name!r}: lower --max_completion_length or --max_prompt_length."
             )
+        status = "ok" if len(errors) == num_errors else "error"
         out.append(
-            f"[ok] model: {model_name} ({model_config.model_type}, context {context}); tokenizer and chat template "
-            "loaded, no weights"
+            f"[{status}] model: {model_name} ({model_config.model_type}, context {context}); config and tokenizer "
+            f"loaded, no weights; chat template {'present' if tokenizer.chat_template else 'missing'}"
         )
 
     # Dataset: a few rows, their columns, and the rendered prompts.

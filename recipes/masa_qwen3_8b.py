@@ -92,9 +92,10 @@ PAPER_SETUP = dict(
 )
 
 
-def make_parser() -> TrlParser:
+def make_parser(setup: dict = PAPER_SETUP) -> TrlParser:
+    """The recipe's arguments, `setup` their defaults (the 14B and MASA-efficient recipes pass their own)."""
     parser = TrlParser((ProblemDataArguments, MASAConfig, ModelConfig, DryRunArguments))
-    parser.set_defaults(**PAPER_SETUP)
+    parser.set_defaults(**setup)
     return parser
 
 
@@ -143,9 +144,10 @@ def main(data_args, training_args, model_args, dry_run_args):
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 
     # Save, and push the model and its card (MASA, the paper, the config, the final meta metrics) to the Hub
-    trainer.save_model(training_args.output_dir)
-    if training_args.push_to_hub:
+    if training_args.push_to_hub:  # saves the model, writes the card, uploads the output folder
         trainer.push_to_hub(dataset_name=hub_dataset_id(data_args.dataset_name))
+    else:
+        trainer.save_model(training_args.output_dir)
     trainer.end()
     return trainer
 

@@ -20,7 +20,7 @@ from trl import TrlParser
 from masa_trl import MASAConfig, MASAGRPOTrainer
 from masa_trl.arithmetic import make_arithmetic_dataset
 from masa_trl.data import ProblemDataArguments, filter_long_prompts, load_problem_dataset, meta_prompt_kwargs
-from masa_trl.dry_run import DryRunArguments, parse_recipe_args, run_dry_run
+from masa_trl.dry_run import DryRunArguments, parse_recipe_args, print_layout, run_dry_run
 from masa_trl.tiny_model import build_tiny_model
 
 
@@ -104,6 +104,7 @@ def main(script_args: TinyScriptArguments, data_args, training_args: MASAConfig,
     )
 
     trainer = MASAGRPOTrainer(model=str(model_dir), args=training_args, train_dataset=dataset)
+    print_layout(training_args, trainer.accelerator.num_processes)
     trainer.train()
     if training_args.push_to_hub:
         trainer.push_to_hub()

@@ -8,6 +8,7 @@ offline mode, so nothing leaves the machine. A step of the GRPO baseline checks 
 import importlib.util
 import json
 import math
+import re
 from pathlib import Path
 from unittest.mock import MagicMock, patch
 
@@ -120,7 +121,8 @@ def problems(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_run(tiny_model_dir, problems, tmp_path_factory):
     """`masa_qwen3_8b.py --push_to_hub --report_to wandb` for one step on CPU, with a mock Hub client and wandb
-    offline: the recipe's real code path (data preparation, trainer, save, push, end)."""
+    offline: the recipe's real code path (data preparation, trainer, save, push, end). Returns the trainer, the
+    mock Hub client, the output folder and the dicts the run logged to wandb."""
     out = tmp_path_factory.mktemp("tiny-run")
     recipe = load_recipe("masa_qwen3_8b")
     hub = MagicMock()
@@ -135,19 +137,24 @@ def tiny_run(tiny_model_dir, problems, tmp_path_factory):
         "--report_to", "wandb",
         "--run_name", "masa-tiny-test",
     ]  # fmt: skip
-    with pytest.MonkeyPatch.context() as env, patch("transformers.trainer.hf_api", return_value=hub):
+    import wandb
+    from wandb.sdk.wandb_run import Run
+
+    with (
+        pytest.MonkeyPatch.context() as env,
+        patch("transformers.trainer.hf_api", return_value=hub),
+        patch.object(Run, "log", autospec=True, side_effect=Run.log) as wandb_log,
+    ):
         env.setenv("WANDB_MODE", "offline")
         env.setenv("WANDB_DIR", str(out))
         env.setenv("WANDB_SILENT", "true")
         trainer = recipe.main(*parse_recipe_args(recipe.make_parser(), args))
-        import wandb
-
         wandb.finish()
-    return trainer, hub, out
+    return trainer, hub, out, [call.args[1] for call in wandb_log.call_args_list]
 
 
 def test_push_is_requested_for_the_hub_model_id(tiny_run):
-    _, hub, out = tiny_run
+    _, hub, out, _ = tiny_run
     hub.create_repo.assert_called_once_with(REPO_ID, token=None, private=None, exist_ok=True)
     uploads = hub.upload_folder.call_args_list
     # The checkpoint push (hub_strategy="every_save") and the final push, both of the output folder to the repo.
@@ -159,7 +166,7 @@ def test_push_is_requested_for_the_hub_model_id(tiny_run):
 
 
 def test_pushed_card_names_masa_the_paper_the_config_and_final_meta_metrics(tiny_run):
-    trainer, _, out = tiny_run
+    trainer, _, out, _ = tiny_run
     card = (out / "model" / "README.md").read_text()
     assert "tags:" in card and "- masa" in card
     assert "**MASA** (Meta-Awareness via Self-Alignment)" in card
@@ -171,17 +178,31 @@ def test_pushed_card_names_masa_the_paper_the_config_and_final_meta_metrics(tiny
     assert card.count("\n## MASA\n") == 1  # written at the checkpoint and again at the push, kept once
 
 
+def wandb_records(path: Path) -> bytes:
+    """The concatenated record payloads of a wandb run file (LevelDB log format: 32 KiB blocks, 7-byte headers), so
+    that a key split across a block boundary is still found."""
+    data, payload, pos = path.read_bytes(), bytearray(), 7  # 7: the file header, ":W&B" + magic + version
+    while pos + 7 <= len(data):
+        space = 32768 - pos % 32768
+        length = int.from_bytes(data[pos + 4 : pos + 6], "little")
+        if space < 7 or length == 0:  # block trailer or padding
+            pos += space
+            continue
+        payload += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+    return bytes(payload)
+
+
+META_KEYS = ["train/meta/reward", "train/meta/parse_failure_rate", "train/meta/pass_rate_abs_error"]
+
+
 def test_meta_metrics_reach_wandb_offline(tiny_run):
-    _, _, out = tiny_run
+    _, _, out, wandb_logs = tiny_run
+    logged = {key for data in wandb_logs for key in data}
+    assert set(META_KEYS) | {"train/reward"} <= logged
     (run_file,) = (out / "wandb").glob("offline-run-*/run-*.wandb")
-    logged = run_file.read_bytes()  # wandb's record log: the logged keys are stored as plain UTF-8 strings
-    for key in (
-        "train/meta/reward",
-        "train/meta/parse_failure_rate",
-        "train/meta/pass_rate_abs_error",
-        "train/reward",
-    ):
-        assert key.encode() in logged, key
+    records = wandb_records(run_file)  # what `wandb sync` would upload: the keys are stored as UTF-8 strings
+    assert all(key.encode() in records for key in META_KEYS), sorted(set(re.findall(rb"train/meta/[a-z_/]+", records)))
 
 
 def test_grpo_baseline_trains_saves_and_writes_a_plain_trl_card(tiny_model_dir, problems, tmp_path):

@@ -120,6 +120,39 @@ def test_baselines_share_every_setting_with_masa(baseline):
     assert args.mask_truncated_completions == (baseline == "dapo_qwen3_8b")  # DAPO's overlong filtering
 
 
+def setup_changes(name: str, base: str) -> tuple[set[str], set[str]]:
+    """The keys of a recipe's PAPER_SETUP that are new or differ from its base recipe's, and those it drops."""
+    setup, base_setup = recipe(name).PAPER_SETUP, recipe(base).PAPER_SETUP
+    changed = {key for key, value in setup.items() if key not in base_setup or base_setup[key] != value}
+    return changed, set(base_setup) - set(setup)
+
+
+def test_variants_change_only_what_they_name():
+    """Each variant is its base recipe's setup plus its differences: the identical settings are the same by
+    construction, and the differences are exactly these."""
+    from trl import GRPOConfig
+
+    from masa_trl import MASAConfig
+
+    assert setup_changes("masa_qwen3_14b", "masa_qwen3_8b") == (
+        {"model_name_or_path", "gradient_accumulation_steps", "dry_run_num_processes", "output_dir"},
+        set(),
+    )
+    assert setup_changes("masa_efficient_qwen3_8b", "masa_qwen3_8b") == (
+        {"efficient_start_step", "gating_std_threshold", "cutoff_factor", "notion_hint", "output_dir"},
+        set(),
+    )
+    # GRPO drops MASA's own settings (the fields MASAConfig adds to GRPOConfig) and nothing else
+    masa_only = set(MASAConfig.__dataclass_fields__) - set(GRPOConfig.__dataclass_fields__)
+    assert setup_changes("grpo_qwen3_8b", "masa_qwen3_8b") == (
+        {"output_dir"},
+        set(recipe("masa_qwen3_8b").PAPER_SETUP) & masa_only,
+    )
+    assert setup_changes("dapo_qwen3_8b", "grpo_qwen3_8b") == ({"mask_truncated_completions", "output_dir"}, set())
+    outputs = [recipe(name).PAPER_SETUP["output_dir"] for name in GPU_RECIPES]
+    assert len(set(outputs)) == len(outputs)
+
+
 # ------------------------------------------------------------------------------------------ YAML and CLI
 def test_yaml_overrides_defaults_and_the_command_line_overrides_yaml(tmp_path, monkeypatch):
     monkeypatch.delenv("MASA_TEST_ENV", raising=False)
@@ -223,10 +256,11 @@ def test_dry_run_warns_when_the_layout_changes_the_prompts_per_step(tiny_flags):
     assert len(report.warnings) == 1 and "--gradient_accumulation_steps 128" in report.warnings[0]
 
 
-def test_recipe_dry_run_as_a_script(tiny_flags):
-    """One real subprocess: `python recipes/masa_qwen3_8b.py --dry_run` with the tiny model exits 0 in seconds."""
+@pytest.mark.parametrize("name", ["masa_qwen3_8b", "dapo_qwen3_8b"])  # DAPO imports the GRPO and 8B MASA recipes
+def test_recipe_dry_run_as_a_script(name, tiny_flags):
+    """A real subprocess: `python recipes/<name>.py --dry_run` with the tiny model exits 0 in seconds."""
     result = subprocess.run(
-        [sys.executable, str(RECIPES / "masa_qwen3_8b.py"), "--dry_run", *tiny_flags],
+        [sys.executable, str(RECIPES / f"{name}.py"), "--dry_run", *tiny_flags],
         check=False,
         capture_output=True,
         text=True,
