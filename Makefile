@@ -23,7 +23,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(PY) recipes/masa_tiny_cpu.py
+	$(PY) recipes/masa_demo_cpu.py
 
 # pytest exits 5 when it collects no test: fatal for the default suite, fine for an empty optional selection.
 test: install

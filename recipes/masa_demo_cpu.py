@@ -51,7 +51,7 @@ class DemoArguments:
     heldout_per_cell: int = field(default=20, metadata={"help": "Held-out problems per difficulty cell."})
     heldout_seed: int = field(default=1234, metadata={"help": "Seed of the held-out split."})
     num_train_problems: int = field(default=4000, metadata={"help": "Size of the RL problem stream."})
-    heldout_eval_steps: int = field(default=100, metadata={"help": "Held-out curve evaluation every N RL steps."})
+    heldout_eval_steps: int = field(default=50, metadata={"help": "Held-out curve evaluation every N RL steps."})
     eval_solution_samples: int = field(default=32, metadata={"help": "K solution samples per problem, before/after."})
     curve_solution_samples: int = field(default=16, metadata={"help": "K solution samples per problem on the curve."})
     eval_meta_samples: int = field(default=8, metadata={"help": "M meta samples per held-out problem."})
@@ -109,7 +109,7 @@ def main(args: DemoArguments, training_args: MASAConfig) -> dict:
     )
 
     # ---------------------------------------------------------------------------------------------------- warm start
-    print(phase_header("Phase 1: supervised warm start (cached)"))
+    print(phase_header("Phase 1: supervised warm start (cached by a hash of its settings)"))
     ws_config = WarmStartConfig(
         steps=args.warm_start_steps,
         seed=args.warm_start_seed,

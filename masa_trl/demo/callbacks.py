@@ -69,14 +69,16 @@ class HeldoutCurveCallback(TrainerCallback):
 
 
 class TimeLimitCallback(TrainerCallback):
-    """Stop training once `max_seconds` of wall time have passed since `train()` began (None: no limit).
+    """Stop training once `max_seconds` have passed since `train()` began (None: no limit).
 
     A fixed step count with this guard keeps a run's length predictable on a slow or busy machine, without making a
-    normal run depend on the machine's speed.
+    normal run depend on the machine's speed. `clock`, if given, returns the seconds to compare instead of the wall
+    time since the start, e.g. [`HeldoutCurveCallback.train_seconds`] to leave evaluations out.
     """
 
-    def __init__(self, max_seconds: float | None):
+    def __init__(self, max_seconds: float | None, clock: Callable[[], float] | None = None):
         self.max_seconds = max_seconds
+        self.clock = clock
         self.stopped_at: int | None = None
         self._start = None
 
@@ -84,7 +86,8 @@ class TimeLimitCallback(TrainerCallback):
         self._start = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.max_seconds is not None and time.perf_counter() - self._start > self.max_seconds:
+        elapsed = self.clock() if self.clock is not None else time.perf_counter() - self._start
+        if self.max_seconds is not None and elapsed > self.max_seconds:
             control.should_training_stop = True
             self.stopped_at = state.global_step
 
@@ -127,3 +130,61 @@ class CompactProgressCallback(TrainerCallback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def fastest_thread_count(candidates: tuple[int, ...] | None = None, repeats: int = 30) -> int:
+    """The torch thread count, among `candidates` (default 1 and every core), that runs a model-sized op fastest now.
+
+    On a 2-core machine shared with other processes, two torch threads can be 3-10x *slower* than one: a parallel
+    region waits for whichever of its threads the OS has descheduled (measured: a warm-start step took 5 s with 2
+    threads and 0.5-0.8 s with 1 while other test suites ran). On an idle machine both threads win. A micro-benchmark
+    of the demo model's matmul shapes (about 0.1 s) tells which case holds. The thread count is left as it was found.
+    """
+    import os
+
+    import torch
+
+    candidates = candidates or tuple(sorted({1, os.cpu_count() or 1}))
+    previous = torch.get_num_threads()
+    a, w_in, w_out = torch.randn(512, 128), torch.randn(128, 512), torch.randn(512, 128)
+    best, best_seconds = previous, math.inf
+    try:
+        for threads in candidates:
+            torch.set_num_threads(threads)
+            torch.nn.functional.silu(a @ w_in) @ w_out  # warm-up
+            start = time.perf_counter()
+            for _ in range(repeats):
+                torch.nn.functional.silu(a @ w_in) @ w_out
+            seconds = time.perf_counter() - start
+            if seconds < best_seconds:
+                best, best_seconds = threads, seconds
+    finally:
+        torch.set_num_threads(previous)
+    return best
+
+
+class AdaptiveThreadsCallback(TrainerCallback):
+    """Re-pick the torch thread count with [`fastest_thread_count`] every `every` steps (and at the start).
+
+    The machine's load changes during a run (other jobs start and stop); the choice follows it. `history` records
+    (step, threads) whenever the choice changes.
+    """
+
+    def __init__(self, every: int = 20):
+        self.every = every
+        self.history: list[tuple[int, int]] = []
+
+    def _pick(self, step: int) -> None:
+        import torch
+
+        threads = fastest_thread_count()
+        if threads != torch.get_num_threads() or not self.history:
+            torch.set_num_threads(threads)
+            self.history.append((step, threads))
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._pick(state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0:
+            self._pick(state.global_step)

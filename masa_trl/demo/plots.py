@@ -119,10 +119,14 @@ def plot_meta_rewards(train_logs: list[dict], path: Path, note: str = "") -> Pat
             ax.plot(xs, ys, "-" if key != "meta/reward" else "k--", label=label)
     ax.set(xlabel="RL step", ylabel="mean reward of meta rollouts", ylim=(0, 1))
     ax.set_title("Meta reward components (training batches; not a success metric)", fontsize=10)
-    if note:
-        ax.text(0.01, 0.01, note, transform=ax.transAxes, fontsize=7, va="bottom", wrap=True)
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    if note:
+        import textwrap
+
+        fig.tight_layout(rect=(0, 0.12, 1, 1))
+        fig.text(0.02, 0.01, textwrap.fill(note, 120), fontsize=7, va="bottom")
+    else:
+        fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
