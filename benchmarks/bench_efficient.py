@@ -95,7 +95,7 @@ def main():
                 )
         results = {name: {k: statistics.fmean(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
     print(
-        f"\n{options.steps} steps, 3 prompts x G=4 solution rollouts per step, max_completion_length "
+        f"\n{options.repeats} interleaved runs x {options.steps} steps, 3 prompts x G=4 solution rollouts per step, max_completion_length "
         f"{options.max_completion_length}; per-step means (transformers backend, CPU)"
     )
     print(f"{'method':16s} {'solution tokens':>16s} {'solution gen s':>15s} {'meta gen s':>11s} {'train wall s':>13s}")
@@ -103,6 +103,10 @@ def main():
         print(
             f"{name:16s} {r['solution_tokens']:16.1f} {r['solution_seconds']:15.3f} {r['meta_seconds']:11.3f} "
             f"{r['train_wall_s']:13.1f}"
+        )
+    for name, rs in runs.items():
+        print(
+            f"{name} solution generation seconds per step, run by run: {[round(r['solution_seconds'], 3) for r in rs]}"
         )
     base, eff = results["MASA"], results["MASA-efficient"]
     print(
