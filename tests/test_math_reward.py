@@ -60,7 +60,7 @@ class TestExtractBoxedAnswer:
         text = r"\boxed{" + "{" * 100_000 + "}" * 100_000 + "}"
         start = time.perf_counter()
         assert extract_boxed_answer(text) == "{" * 100_000 + "}" * 100_000
-        assert time.perf_counter() - start < 1.0
+        assert time.perf_counter() - start < 3.0  # a generous bound: a quadratic scan would take minutes
 
 
 class TestVerdicts:
@@ -264,7 +264,8 @@ class TestRobustness:
         predictions = ["5", "1+x^2", POWER_TOWER, "\\sqrt{2}", garbage, "(1,2)"]
         start = time.perf_counter()
         assert verifier.verify_batch(golds, predictions) == [1.0, 1.0, 0.0, 1.0, 0.0, 1.0]
-        assert time.perf_counter() - start < 2 * verifier.timeout + 2
+        # Two items hit their timeout; the bound leaves room for a loaded CI machine, far below a stalled batch.
+        assert time.perf_counter() - start < 6 * verifier.timeout
 
     def test_timeouts_are_counted_and_cached(self, verifier):
         before = verifier.stats()["timeouts"]
@@ -289,7 +290,7 @@ class TestRobustness:
             predictions = ["x^2", "1", "x^3", "x^3", "x^5", "x^6"]
             start = time.perf_counter()
             assert fresh.verify_batch(golds, predictions) == [1.0, 0.0, 1.0, 0.0, 1.0, 1.0]
-            assert time.perf_counter() - start < 5
+            assert time.perf_counter() - start < 30  # the hung worker sleeps 600 s
             stats = fresh.stats()
             assert stats["hard_timeouts"] == 1 and stats["timeouts"] == 1 and stats["worker_restarts"] == 1
             assert len(fresh._workers) == 2 and all(worker.process.is_alive() for worker in fresh._workers)

@@ -380,7 +380,9 @@ _MB = 1_000_000
 def test_adversarial_megabyte_returns_fast(text):
     start = time.perf_counter()
     assert parse_meta_prediction(text) is None
-    assert time.perf_counter() - start < 1.0
+    # A generous bound for a loaded CI machine (measured: 11-98 ms, benchmarks/bench_meta_rewards.py); a quadratic
+    # scan of 1 MB would take minutes.
+    assert time.perf_counter() - start < 3.0
 
 
 def test_valid_object_after_megabyte_of_junk_is_found():
