@@ -166,18 +166,29 @@ def run_one(method: str, seed: int, experiment, args) -> dict:
         point["solution_tokens"] = tokens_by_step.get(point["step"], 0.0)
         point["meta_tokens"] = meta_tokens_by_step.get(point["step"], 0.0) if method != "grpo" else 0.0
     gating = {
-        key: _mean_of(curve.train_logs, key)
+        key: _mean_of(curve.train_logs, key, active_only=True)
         for key in (
             "efficient/gated_frac",
             "efficient/skipped_frac",
             "efficient/audit_precision",
+            "efficient/gating_paused",
             "efficient/cutoff_frac",
         )
     }
+    step_logs = [log for log in curve.train_logs if "loss" in log]
+    timing = {}
+    for phase, logs in (
+        ("before_efficient", [log for log in step_logs if not log.get("efficient/active")]),
+        ("efficient_active", [log for log in step_logs if log.get("efficient/active")]),
+    ):
+        timing[phase] = {
+            key: _mean_of(logs, key) for key in ("step_time", "timing/generate_meta_s", "timing/generate_solution_s")
+        } | {"steps": len(logs)}
     return {
         "method": method,
         "seed": seed,
         "steps": trainer.state.global_step,
+        "timing": timing,
         "train_seconds": curve.train_seconds(),
         "eval_seconds": curve.eval_seconds,
         "curve": curve.history,
@@ -192,11 +203,15 @@ def _answer_reward():
     return [math_accuracy_reward]
 
 
-def _mean_of(logs: list[dict], key: str) -> float | None:
-    values = [log[key] for log in logs if isinstance(log.get(key), float) and math.isfinite(log[key])]
-    if key != "efficient/audit_precision":
-        active = [log.get("efficient/active", 0.0) for log in logs if key in log]
-        values = [v for v, a in zip(values, active, strict=False) if a]
+def _mean_of(logs: list[dict], key: str, *, active_only: bool = False) -> float | None:
+    """Mean of a logged value over the logs that have it (finite), optionally only where MASA-efficient was on."""
+    values = [
+        log[key]
+        for log in logs
+        if isinstance(log.get(key), (int, float))
+        and math.isfinite(log[key])
+        and (not active_only or log.get("efficient/active"))
+    ]
     return sum(values) / len(values) if values else None
 
 
@@ -310,6 +325,14 @@ def main(argv=None) -> None:
             }
         )
     print(format_table(rows, list(rows[0])))
+    timing_rows = [
+        {"method": run["method"], "seed": run["seed"], "phase": phase, **values}
+        for run in runs
+        for phase, values in run["timing"].items()
+        if values["steps"]
+    ]
+    print("\nMean seconds per step (efficient_active: from efficient_start_step on):")
+    print(format_table(timing_rows, list(timing_rows[0])))
     comparison = compare(runs, args.accuracy_tolerance)
     for row in comparison:
         if row.get("ratio") is not None:
