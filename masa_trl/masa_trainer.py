@@ -223,6 +223,7 @@ class MASAGRPOTrainer(GRPOTrainer):
         # The completion table shows the latest generation batch, both kinds of row; TRL's fixed-size deques would
         # push solution rows out and misalign the columns that only one kind of row has.
         self._logs = _completion_logs()
+        self._generation_stats = defaultdict(float)  # this batch's generation cost only (not an evaluation's)
 
         # Meta rows are laid out prompt-major over the gathered batch, M per prompt, and each process takes an equal
         # contiguous share, like the solution rows; a prompt whose rollouts straddle two processes is therefore
@@ -334,7 +335,6 @@ class MASAGRPOTrainer(GRPOTrainer):
         metrics["efficient/active"].append(float(plans is not None))
         for phase in ("meta", "solution"):
             metrics[f"timing/generate_{phase}_s"].append(self._generation_stats[f"{phase}_seconds"])
-        self._generation_stats = defaultdict(float)
         if plans is None:
             return
         num_prompts = len(plans)
