@@ -1,18 +1,20 @@
 """A complete MASA experiment on 2 CPU cores in about 10 minutes: `make demo`.
 
     python recipes/masa_demo_cpu.py                            # what `make demo` runs
-    python recipes/masa_demo_cpu.py --max_steps 100 --heldout_eval_steps 50
+    python recipes/masa_demo_cpu.py --efficient_start_step 150 # MASA-efficient (gating, cutoff) from step 150
     python recipes/masa_demo_cpu.py --use_expert_bc false      # MASA without expert behaviour cloning
+    python recipes/masa_demo_cpu.py --max_steps 100 --heldout_eval_steps 25
 
 Phases:
-1. **Warm start** (about 3 minutes, cached under `--warm_start_cache_dir` by a hash of its settings): a 0.54M-parameter Qwen3
-   with a digit-level tokenizer learns to answer sums (`Solve: 37+5+81` -> `\\boxed{123}`) and to write the meta JSON
-   with *random* pass rates and lengths (`masa_trl.demo.warm_start`).
+1. **Warm start** (2-5 minutes depending on the machine's load; cached under `--warm_start_cache_dir` by a hash of
+   its settings): a 0.54M-parameter Qwen3 with a digit-level tokenizer learns to answer sums
+   (`Solve: 37+5+81` -> `\\boxed{123}`) and to write the meta JSON with *random* pass rates and lengths
+   (`masa_trl.demo.warm_start`).
 2. **Before RL**: held-out meta-awareness. 220 held-out problems over 11 difficulty cells; predicted pass rate =
    mean of 8 meta samples, true pass rate = share of 32 solution samples correct (`masa_trl.demo.heldout`).
-3. **MASA RL** through `MASAGRPOTrainer.train()`: G = M = 8, 8 problems per step, lr 1e-4 (2e-4 and above erode
-   the solver on this model), the paper's meta reward (mean of length, difficulty and notion rewards), expert
-   behaviour cloning; held-out curves every `--heldout_eval_steps` steps.
+3. **MASA RL** through `MASAGRPOTrainer.train()`: 300 steps, G = M = 8, 8 problems per step, lr 1e-4 (2e-4 and
+   above erode the solver on this model), the paper's meta reward (mean of length, difficulty and notion rewards),
+   expert behaviour cloning; held-out curves every `--heldout_eval_steps` steps.
 4. **After RL**: the same evaluation, true pass rates re-measured; per-cell calibration; pass/fail evidence.
 
 Outputs in `--output_dir`: `results.json`, and the PNGs `heldout_meta_awareness.png` (predicted vs true pass rate and
@@ -20,7 +22,6 @@ length over steps, the paper's figure 7 analogue), `calibration.png`, `meta_rewa
 `gating.png` with MASA-efficient (`--efficient_start_step`).
 """
 
-import dataclasses
 import json
 import math
 import os
@@ -62,10 +63,6 @@ class DemoArguments:
     max_accuracy_drop: float = field(default=0.05, metadata={"help": "Evidence gate: allowed held-out accuracy drop."})
     strict: bool = field(default=False, metadata={"help": "Exit with status 1 when an evidence gate fails."})
     plots: bool = field(default=True, metadata={"help": "Write the PNG figures (needs matplotlib)."})
-
-
-def _available(name: str) -> bool:
-    return name in {f.name for f in dataclasses.fields(MASAConfig)}
 
 
 def _summary_row(name: str, summary: dict) -> dict:
@@ -159,7 +156,6 @@ def main(args: DemoArguments, training_args: MASAConfig) -> dict:
         )
 
     # ---------------------------------------------------------------------------------------------------- RL trainer
-    missing = [name for name in ("use_expert_bc", "efficient_start_step") if not _available(name)]
     trainer = MASAGRPOTrainer(model=str(experiment.model_dir), args=training_args, train_dataset=experiment.train)
 
     print(phase_header("Phase 2: held-out meta-awareness before RL"))
@@ -175,14 +171,12 @@ def main(args: DemoArguments, training_args: MASAConfig) -> dict:
         f"meta reward weights {training_args.meta_reward_weights or 'paper default (mean of length, difficulty, notion)'}"
     )
     print(NOTION_NOTE)
-    if _available("use_expert_bc") and training_args.use_expert_bc:
+    if training_args.use_expert_bc:
         print(
             f"expert BC: 1 pass per {training_args.expert_buffer_size} experts, {training_args.expert_bc_steps} step(s) "
             f"at lr {training_args.expert_bc_learning_rate}, expert_min_notion_reward "
             f"{training_args.expert_min_notion_reward} (notions cannot score here)"
         )
-    if missing:
-        print(f"note: this MASAConfig has no {missing}; those features are off")
 
     progress = CompactProgressCallback(
         {"meta/reward": "meta_r", "meta/rewards/difficulty_alignment_reward/mean": "diff_r", "reward": "sol_r"}
@@ -249,6 +243,21 @@ def main(args: DemoArguments, training_args: MASAConfig) -> dict:
         f"(curve points use K={args.curve_solution_samples} solution samples; meta_r and its components: the "
         "training batch of that step)"
     )
+    active = [log for log in curve.train_logs if log.get("efficient/active")]
+    if active:
+
+        def mean(key):
+            values = [log[key] for log in active if isinstance(log.get(key), float) and math.isfinite(log[key])]
+            return sum(values) / len(values) if values else math.nan
+
+        print(
+            f"MASA-efficient from step {training_args.efficient_start_step}: {mean('efficient/gated_frac'):.2f} of "
+            f"prompts gated, {mean('efficient/skipped_frac'):.2f} skipped, audited gating precision "
+            f"{mean('efficient/audit_precision'):.2f} (gating pauses below {training_args.gating_precision_floor}; "
+            f"paused {mean('efficient/gating_paused'):.2f} of the time), cutoff on "
+            f"{mean('efficient/cutoff_frac'):.3f} of capped rows; notion hints "
+            f"{'on' if training_args.notion_hint else 'off (a hint sentence is off the solver distribution here)'}"
+        )
 
     print(phase_header("Phase 4: held-out meta-awareness after RL (true pass rates re-measured)"))
     torch.set_num_threads(fastest_thread_count())
@@ -327,7 +336,11 @@ def main(args: DemoArguments, training_args: MASAConfig) -> dict:
             plots.plot_calibration(before, after, output_dir / "calibration.png"),
             plots.plot_meta_rewards(curve.train_logs, output_dir / "meta_rewards.png", note=NOTION_NOTE),
             plots.plot_accuracy(curve.history, curve.train_logs, output_dir / "accuracy.png"),
-            plots.plot_gating(curve.train_logs, output_dir / "gating.png"),
+            plots.plot_gating(
+                curve.train_logs,
+                output_dir / "gating.png",
+                precision_floor=training_args.gating_precision_floor,
+            ),
         ]
         print("plots:", ", ".join(str(p) for p in written if p is not None))
     print(f"results: {output_dir / 'results.json'}")
@@ -357,7 +370,7 @@ def _clean(value):
 
 def make_parser() -> TrlParser:
     parser = TrlParser((DemoArguments, MASAConfig))
-    parser.set_defaults(**{k: v for k, v in DEMO_DEFAULTS.items() if _available(k)})
+    parser.set_defaults(**DEMO_DEFAULTS)
     return parser
 
 

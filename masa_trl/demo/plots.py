@@ -148,12 +148,14 @@ def plot_accuracy(history: list[dict], train_logs: list[dict], path: Path) -> Pa
     return path
 
 
-def plot_gating(train_logs: list[dict], path: Path) -> Path | None:
-    """MASA-efficient: share of prompts gated and the audited gating precision; None when nothing was gated."""
+def plot_gating(train_logs: list[dict], path: Path, precision_floor: float | None = None) -> Path | None:
+    """MASA-efficient: share of prompts gated and skipped, the audited gating precision (gating pauses below
+    `precision_floor`, drawn as a line) and the cutoff rate; None when MASA-efficient never ran."""
     keys = {
         "efficient/gated_frac": "share of prompts gated",
-        "efficient/skipped_frac": "share of prompts skipped",
+        "efficient/skipped_frac": "share of prompts skipped (gated and not audited)",
         "efficient/audit_precision": "audited gating precision",
+        "efficient/gating_paused": "gating paused (precision below the floor)",
         "efficient/cutoff_frac": "share of capped rows cut",
     }
     if not any(_series(train_logs, key)[0] for key in keys):
@@ -164,6 +166,8 @@ def plot_gating(train_logs: list[dict], path: Path) -> Path | None:
         xs, ys = _series(train_logs, key)
         if xs:
             ax.plot(xs, ys, "o-", markersize=3, label=label)
+    if precision_floor is not None:
+        ax.axhline(precision_floor, color="grey", linestyle="--", linewidth=1, label="gating precision floor")
     ax.set(xlabel="RL step", ylim=(0, 1.02), title="MASA-efficient predictive gating")
     ax.legend(fontsize=8)
     fig.tight_layout()
