@@ -194,12 +194,6 @@ class MASAGRPOTrainer(GRPOTrainer):
         self.expert_buffer = ExpertBuffer()
         self._bc_passes = 0
         if args.use_expert_bc:
-            if self.is_deepspeed_enabled:
-                raise NotImplementedError(
-                    "The expert behaviour-cloning pass does not support DeepSpeed yet: DeepSpeed steps its engine "
-                    "inside backward(), which would interleave with the RL accumulation. Use DDP or FSDP2 "
-                    "(recipes/accelerate_configs/), or set --use_expert_bc false."
-                )
             self.add_callback(_ExpertBCCallback(self))
 
     # ------------------------------------------------------------------------------------------------ prompts
@@ -572,9 +566,9 @@ class MASAGRPOTrainer(GRPOTrainer):
         """`expert_bc_steps` optimizer steps of token cross-entropy over the whole expert buffer, then empty it.
 
         Every process runs the same number of forward/backward calls (the largest local buffer decides; a process
-        with fewer experts feeds masked rows), so DDP and FSDP collectives line up. The loss is the token mean over
-        all processes' experts. The optimizer's learning rate is set to `expert_bc_learning_rate` for the pass and
-        restored afterwards; the RL scheduler is not stepped.
+        with fewer experts feeds masked rows), so DDP, FSDP and ZeRO collectives line up. The loss is the token mean
+        over all processes' experts. The RL optimizer runs with `expert_bc_learning_rate` and
+        `expert_bc_max_grad_norm` for the pass (see `_expert_bc_optimizer`); the RL scheduler is not stepped.
         """
         args, device = self.args, self.accelerator.device
         model = self.model_wrapped
@@ -597,29 +591,20 @@ class MASAGRPOTrainer(GRPOTrainer):
         def mean_nll(local_sum: torch.Tensor) -> float:
             return self.accelerator.gather(local_sum.detach().reshape(1)).sum().item() / total_tokens
 
-        saved_lrs = [group["lr"] for group in self.optimizer.param_groups]
-        for group in self.optimizer.param_groups:
-            group["lr"] = args.expert_bc_learning_rate
         losses = []
-        try:
+        with self._expert_bc_optimizer() as (backward, step):
             for _ in range(args.expert_bc_steps):
-                self.optimizer.zero_grad()
                 step_nll = torch.zeros((), device=device)
                 for micro in range(num_micro):
                     nll = summed_nll(micro, grad=True)
-                    # DDP averages gradients over processes: scale so that the result is the global token mean.
-                    self.accelerator.backward(nll * self.accelerator.num_processes / total_tokens)
+                    # Data parallelism averages gradients over processes: scale so the result is the global token mean.
+                    backward(nll * self.accelerator.num_processes / total_tokens, micro == num_micro - 1)
                     step_nll += nll.detach()
                 losses.append(mean_nll(step_nll))
-                self.accelerator.clip_grad_norm_(model.parameters(), args.expert_bc_max_grad_norm)
-                self.optimizer.step()
-            self.optimizer.zero_grad()
-            after = mean_nll(
-                sum((summed_nll(micro, grad=False) for micro in range(num_micro)), torch.zeros((), device=device))
-            )
-        finally:
-            for group, lr in zip(self.optimizer.param_groups, saved_lrs, strict=True):
-                group["lr"] = lr
+                step()
+        after = mean_nll(
+            sum((summed_nll(micro, grad=False) for micro in range(num_micro)), torch.zeros((), device=device))
+        )
         self.expert_buffer.clear()
         self._bc_passes += 1
         metrics = self._metrics["train"]
@@ -627,6 +612,67 @@ class MASAGRPOTrainer(GRPOTrainer):
         metrics["bc/loss_after"].append(after)
         metrics["bc/num_examples"].append(total_examples)
         metrics["bc/passes"].append(self._bc_passes)
+
+    @contextmanager
+    def _expert_bc_optimizer(self):
+        """Yield `backward(loss, last_micro_batch)` and `step()` for the BC pass, with the BC learning rate and clipping.
+
+        The RL optimizer (and its moments) is reused; its learning rates and, under DeepSpeed, the engine's clipping,
+        scheduler and accumulation boundary are restored on exit. DeepSpeed is driven through its engine directly:
+        `accelerator.backward` would step the engine after every micro-batch and divide the loss by the RL gradient
+        accumulation, so the BC pass owns the boundary instead and steps once per BC step.
+        """
+        args = self.args
+        saved_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        for group in self.optimizer.param_groups:
+            group["lr"] = args.expert_bc_learning_rate
+        engine = self.model_wrapped if self.is_deepspeed_enabled else None
+        if engine is None:
+
+            def backward(loss: torch.Tensor, last: bool) -> None:
+                self.accelerator.backward(loss)
+
+            def step() -> None:
+                self.accelerator.clip_grad_norm_(self.model_wrapped.parameters(), args.expert_bc_max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+
+        else:
+            # ZeRO optimizers clip inside their own step with the norm they were built with, not the engine config's.
+            zero_clip = hasattr(engine.optimizer, "clip_grad")
+            saved_engine = (
+                engine._config.gradient_clipping,
+                engine.optimizer.clip_grad if zero_clip else None,
+                engine.lr_scheduler,
+                engine._is_gradient_accumulation_boundary,
+            )
+            engine._config.gradient_clipping = args.expert_bc_max_grad_norm
+            if zero_clip:
+                engine.optimizer.clip_grad = args.expert_bc_max_grad_norm
+            engine.lr_scheduler = None  # a DeepSpeed-native RL schedule must not advance during BC
+
+            def backward(loss: torch.Tensor, last: bool) -> None:
+                engine.set_gradient_accumulation_boundary(last)
+                engine.backward(loss, scale_wrt_gas=False)
+
+            def step() -> None:
+                engine.step()  # clips, steps and zeroes the gradients at the boundary set by the last backward
+
+        self.optimizer.zero_grad()
+        try:
+            yield backward, step
+        finally:
+            for group, lr in zip(self.optimizer.param_groups, saved_lrs, strict=True):
+                group["lr"] = lr
+            if engine is not None:
+                clip, optimizer_clip, engine.lr_scheduler, boundary = saved_engine
+                engine._config.gradient_clipping = clip
+                if zero_clip:
+                    engine.optimizer.clip_grad = optimizer_clip
+                if boundary is None:  # never set: back to DeepSpeed's own micro-step counting
+                    engine._is_gradient_accumulation_boundary = None
+                else:
+                    engine.set_gradient_accumulation_boundary(boundary)
 
     def _bc_tensors(self, batch: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Left-padded prompts + right-padded completions, as in an RL row; an empty batch gives one masked row."""

@@ -12,20 +12,18 @@ import pytest
 SCRIPT = Path(__file__).parent / "distributed" / "masa_two_ranks.py"
 
 
-FSDP2_CONFIG = Path(__file__).parent / "distributed" / "fsdp2_cpu.yaml"
-
-
-def launch_two_ranks(script: Path, *args: str, fsdp2: bool = False, timeout: int = 600) -> None:
-    # `--cpu` would start a single process; `--multi_gpu` without GPUs gives two gloo ranks on the CPU (DDP).
-    if fsdp2:
-        backend = ["--config_file", str(FSDP2_CONFIG)]
+def launch_two_ranks(script: Path, *args: str, backend: str = "ddp", timeout: int = 600) -> None:
+    # `--cpu` would start a single process; `--multi_gpu` without GPUs gives two gloo ranks on the CPU (DDP). The
+    # sharded backends (fsdp2, zero2, zero3) run from their CPU configs in tests/distributed/.
+    if backend == "ddp":
+        launch = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
     else:
-        backend = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+        launch = ["--config_file", str(SCRIPT.parent / f"{backend}_cpu.yaml")]
     command = [
         sys.executable,
         "-m",
         "accelerate.commands.launch",
-        *backend,
+        *launch,
         "--dynamo_backend",
         "no",
         "--main_process_port",
@@ -53,10 +51,10 @@ def test_straddling_group_is_scored_from_gathered_statistics(tiny_model_dir, tmp
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("fsdp2", [False, True], ids=["ddp", "fsdp2"])
-def test_behaviour_cloning_with_unequal_expert_counts_per_rank(tiny_model_dir, tmp_path, fsdp2):
+@pytest.mark.parametrize("backend", ["ddp", "fsdp2", "zero2", "zero3"])
+def test_behaviour_cloning_with_unequal_expert_counts_per_rank(tiny_model_dir, tmp_path, backend):
     output = tmp_path / "bc.json"
-    launch_two_ranks(SCRIPT.parent / "masa_bc_two_ranks.py", str(tiny_model_dir), str(output), fsdp2=fsdp2)
+    launch_two_ranks(SCRIPT.parent / "masa_bc_two_ranks.py", str(tiny_model_dir), str(output), backend=backend)
     results = [json.loads(Path(f"{output}.rank{rank}").read_text()) for rank in (0, 1)]
     assert [r["local_experts_at_pass"] for r in results] == [[2], [1]]
     for result in results:
@@ -64,7 +62,18 @@ def test_behaviour_cloning_with_unequal_expert_counts_per_rank(tiny_model_dir, t
         assert result["num_examples"] == 3
         assert result["loss_after"] < result["loss_before"]
         assert result["finite"]
+        # The RL step at the scheduled rate, then the BC steps at expert_bc_learning_rate, then the schedule again;
+        # ZeRO clips with the config's norm in the RL step and with expert_bc_max_grad_norm in the BC steps.
+        # (ZeRO-1/2 step the torch optimizer once per parameter group: repeats are collapsed.)
+        steps = [tuple(step) for step in result["step_lrs"]]
+        clips = (1.0, 0.5) if backend.startswith("zero") else (None, None)
+        assert [s for i, s in enumerate(steps) if i == 0 or s != steps[i - 1]] == [(1e-2, clips[0]), (3e-3, clips[1])]
+        assert result["lr_after"] == result["scheduled_lr"]
+        assert result["optimizer_steps"] == 1 + 2  # one RL step, expert_bc_steps BC steps (not one per micro-batch)
+        before, after = result["checksums_around_pass"]
+        assert before != after  # the pass changed the weights
     assert results[0]["loss_before"] == results[1]["loss_before"]  # one global token mean, seen by both ranks
+    assert results[0]["final_checksum"] == results[1]["final_checksum"]  # the replicas did not drift apart
 
 
 @pytest.mark.timeout(600)

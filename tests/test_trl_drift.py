@@ -51,3 +51,17 @@ def test_private_method_signature(name):
 def test_swapped_attribute_is_read_by_trl(name):
     source = inspect.getsource(GRPOTrainer)
     assert f"self.{name}" in source, f"GRPOTrainer no longer uses self.{name}; the MASA meta phase swaps it."
+
+
+def test_deepspeed_internals_used_by_the_behaviour_cloning_pass():
+    # The BC pass drives the DeepSpeed engine itself and overrides its clipping for the pass (masa_trainer.py,
+    # `_expert_bc_optimizer`); the two-process ZeRO-2/3 tests cover the behaviour, this names the attribute that moved.
+    from deepspeed.runtime.engine import DeepSpeedEngine as engine
+    from deepspeed.runtime.zero.stage3 import DeepSpeedZeroOptimizer_Stage3
+    from deepspeed.runtime.zero.stage_1_and_2 import DeepSpeedZeroOptimizer
+
+    assert "def backward(self, loss, retain_graph=False, scale_wrt_gas=True)" in inspect.getsource(engine)
+    assert "self._config.gradient_clipping" in inspect.getsource(engine.gradient_clipping)
+    assert "self._is_gradient_accumulation_boundary" in inspect.getsource(engine.is_gradient_accumulation_boundary)
+    for optimizer in (DeepSpeedZeroOptimizer, DeepSpeedZeroOptimizer_Stage3):
+        assert "self.clip_grad = clip_grad" in inspect.getsource(optimizer.__init__), optimizer.__name__
