@@ -34,6 +34,9 @@ from masa_trl.templates import META_PROMPT_TEMPLATE, add_notion_hint, meta_promp
 
 logger = logging.get_logger(__name__)
 
+# Generation batches in a row without a single expert before the trainer warns that BC cannot run.
+EXPERT_DROUGHT_BATCHES = 20
+
 
 class MASAGRPOTrainer(GRPOTrainer):
     r"""
@@ -193,6 +196,7 @@ class MASAGRPOTrainer(GRPOTrainer):
 
         self.expert_buffer = ExpertBuffer()
         self._bc_passes = 0
+        self._batches_without_experts = 0
         if args.use_expert_bc:
             self.add_callback(_ExpertBCCallback(self))
 
@@ -550,11 +554,24 @@ class MASAGRPOTrainer(GRPOTrainer):
             text = expert_text(predictions[choice.row], prompt_stats, self.args.pass_rate_scale)
             completion_ids = self._tokenizer(text, add_special_tokens=False)["input_ids"] + [self.eos_token_ids[0]]
             self.expert_buffer.add(prompt_ids, completion_ids)
+        self._warn_on_expert_drought(bool(choices))
         metrics = self._metrics["train"]
         metrics["bc/expert_yield"].append(len(choices) / len(stats) if stats else 0.0)
         metrics["bc/expert_notion_reward"].append(
             sum(c.notion_reward for c in choices) / len(choices) if choices else math.nan
         )
+
+    def _warn_on_expert_drought(self, found: bool) -> None:
+        """Warn once per drought when BC is on but no prompt has yielded an expert for a while: BC then never runs."""
+        self._batches_without_experts = 0 if found else self._batches_without_experts + 1
+        if self._batches_without_experts == EXPERT_DROUGHT_BATCHES:
+            logger.warning(
+                f"Expert BC is on, but no prompt has yielded an expert in the last {EXPERT_DROUGHT_BATCHES} generation "
+                "batches, so the behaviour-cloning pass cannot run. An expert needs a parsable meta rollout with a "
+                f"notion reward of at least expert_min_notion_reward={self.args.expert_min_notion_reward}: check "
+                "meta/parse_failure_rate and meta/rewards/notion_alignment_reward/mean, lower --expert_min_notion_reward (0 accepts any "
+                "parsable rollout of a prompt with a correct solution), or set --use_expert_bc false."
+            )
 
     def _maybe_run_expert_bc(self) -> None:
         """Run the behaviour-cloning pass once N_expert experts are buffered over all processes."""

@@ -6,7 +6,7 @@ from masa_scripts import ScriptedGeneration, masa_dataset, meta_text
 from test_masa_trainer import PROBLEMS, batch_inputs, make_config
 from transformers import AutoTokenizer
 
-from masa_trl import MASAConfig, MASAGRPOTrainer
+from masa_trl import MASAConfig, MASAGRPOTrainer, masa_trainer
 from masa_trl.expert_bc import ExpertBuffer, expert_text, select_experts
 from masa_trl.meta import MetaPrediction, parse_meta_prediction
 from masa_trl.rewards import SolutionStats
@@ -136,6 +136,23 @@ class TestTrainerPass:
         assert scheduler.state_dict() == scheduler_state
         assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())
         assert len(trainer.expert_buffer) == 0
+
+    @pytest.mark.parametrize("notion", ["addition", "parity"])
+    def test_warns_once_when_no_prompt_yields_experts(self, tiny_model_dir, tmp_path, monkeypatch, notion):
+        warnings = []
+        monkeypatch.setattr(masa_trainer, "EXPERT_DROUGHT_BATCHES", 2)
+        monkeypatch.setattr(masa_trainer.logger, "warning", lambda message, *args: warnings.append(message))
+        trainer = bc_trainer(tiny_model_dir, tmp_path, max_steps=4, expert_buffer_size=100)
+        # "parity" is in no solution: its notion reward is 0 < expert_min_notion_reward, so no expert ever.
+        script = bc_script(trainer.processing_class)
+        script[("meta", "2 + 3")] = script[("meta", "7 - 4")] = [meta_text(4, 30, [notion])] * 2
+        trainer._generate_single_turn = ScriptedGeneration(trainer.processing_class, script)
+        trainer.train()
+        drought = [w for w in warnings if "no prompt has yielded an expert" in w]
+        if notion == "parity":
+            assert len(drought) == 1 and "expert_min_notion_reward=0.2" in drought[0]
+        else:
+            assert drought == []
 
     def test_buffer_survives_save_and_resume(self, tiny_model_dir, tmp_path):
         trainer = bc_trainer(tiny_model_dir, tmp_path, max_steps=1, save_strategy="steps", save_steps=1)
