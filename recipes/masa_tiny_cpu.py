@@ -1,6 +1,6 @@
 """MASA on a tiny local model and a generated arithmetic dataset: the whole pipeline on a 2-core CPU, offline.
 
-    python recipes/masa_tiny_cpu.py                       # what `make demo` runs
+    python recipes/masa_tiny_cpu.py                       # a one-minute smoke run of the whole pipeline
     python recipes/masa_tiny_cpu.py --max_steps 20 --num_meta_generations 8
     python recipes/masa_tiny_cpu.py --dataset_name problems.jsonl --problem_column question --answer_column final
     python recipes/masa_tiny_cpu.py --dry_run             # check config, data, chat template, batch layout; exit
@@ -19,7 +19,7 @@ from trl import TrlParser
 
 from masa_trl import MASAConfig, MASAGRPOTrainer
 from masa_trl.arithmetic import make_arithmetic_dataset
-from masa_trl.data import ProblemDataArguments, filter_long_prompts, load_problem_dataset, meta_prompt_kwargs
+from masa_trl.data import ProblemDataArguments, filter_long_prompts, meta_prompt_kwargs, prepare_problems
 from masa_trl.dry_run import DryRunArguments, parse_recipe_args, print_layout, run_dry_run
 from masa_trl.tiny_model import build_tiny_model
 
@@ -87,21 +87,14 @@ def main(script_args: TinyScriptArguments, data_args, training_args: MASAConfig,
             reward_names=["math_accuracy_reward"],
         )
 
-    if dataset is None:
-        dataset = load_problem_dataset(
-            data_args.dataset_name,
-            data_args.dataset_train_split,
-            data_args.problem_column,
-            data_args.answer_column,
-            config_name=data_args.dataset_config,
-        )
-    dataset = filter_long_prompts(
-        dataset,
-        AutoTokenizer.from_pretrained(model_dir),
-        data_args.max_prompt_length,
-        meta_kwargs=meta_prompt_kwargs(training_args),
-        chat_template_kwargs=training_args.chat_template_kwargs,
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    prompt_kwargs = dict(
+        meta_kwargs=meta_prompt_kwargs(training_args), chat_template_kwargs=training_args.chat_template_kwargs
     )
+    if dataset is None:
+        dataset = prepare_problems(data_args, tokenizer, **prompt_kwargs)
+    else:
+        dataset = filter_long_prompts(dataset, tokenizer, data_args.max_prompt_length, **prompt_kwargs)
 
     trainer = MASAGRPOTrainer(model=str(model_dir), args=training_args, train_dataset=dataset)
     print_layout(training_args, trainer.accelerator.num_processes)
