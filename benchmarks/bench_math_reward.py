@@ -4,12 +4,12 @@
 
 Scores `n` synthetic completions of about 2,000 characters, half of them correct, laid out as a GRPO batch: groups of
 `group` completions share a prompt and its gold answer. The answer types follow roughly the mix of MATH-500
-(integers 50%, fractions 15%, surds 10%, decimals, multiples of pi, polynomials, tuples, intervals, percentages
-5% or less each), and a correct answer is often written in another form than the gold one (`0.5` for
-`\\frac{1}{2}`, `\\sqrt{8}` for `2\\sqrt{2}`). Prints the time with a cold pool (worker start-up included), with a
-warm pool and an empty cache, with a warm cache, the same without the fast path, a worst case where no two
-completions share a gold answer, and a batch that hides pathological answers (power towers, 100k characters of
-garbage) among ordinary ones. `--per-kind` adds math-verify's cost per answer type, measured in this process.
+(integers 50%, fractions 15%, surds 10%, decimals, multiples of pi, polynomials, tuples, intervals, percentages,
+text answers and equations 5% or less each), and a correct answer is often written in another form than the gold
+one (`0.5` for `\\frac{1}{2}`, `\\sqrt{8}` for `2\\sqrt{2}`). Prints the time with a cold pool (worker start-up
+included), with a warm pool and an empty cache, with a warm cache, the same without the fast path, a worst case where
+no two completions share a gold answer, and a batch that hides pathological answers (power towers, 100k characters
+of garbage) among ordinary ones. `--per-kind` adds math-verify's cost per answer type, measured in this process.
 Warm-pool lines also give the CPU seconds of the parent and the workers: on a shared machine the wall time overstates
 what 2 free cores would take, which is about half the CPU time.
 
@@ -41,6 +41,8 @@ KINDS = {
     "tuple": 4,
     "interval": 3,
     "percent": 4,
+    "text": 3,
+    "equation": 2,
 }
 
 
@@ -63,6 +65,12 @@ def _answers(kind: str, k: int, rng: random.Random) -> tuple[str, list[str]]:
         return f"({k}, {a})", [f"({k}, {a})", f"({k},{a})"]
     if kind == "interval":
         return f"[{k}, {k + a})", [f"[{k}, {k + a})", f"[{k},{k + a})"]
+    if kind == "text":  # a name unique to k; no e or i, which latex2sympy reads as constants
+        word = "".join("abcdfghjkl"[int(digit)] for digit in str(k))
+        name = word.capitalize()
+        return f"\\text{{{name}}}", [f"\\text{{{name}}}", name, f"\\text{{{word}}}"]
+    if kind == "equation":
+        return f"y=2x+{k}", [f"y=2x+{k}", f"y = {k}+2x", f"2x+{k}"]
     return f"{k}\\%", [f"{k}\\%", f"{k / 100}"]
 
 

@@ -1,9 +1,12 @@
+import importlib.util
+import itertools
 import os
 import pickle
 import subprocess
 import sys
 import time
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,10 +15,13 @@ from hypothesis import strategies as st
 from masa_trl import math_reward
 from masa_trl.math_reward import (
     MathVerifier,
+    algebraic_verdict,
     extract_boxed_answer,
     fast_verdict,
     get_default_verifier,
+    identical_verdict,
     math_accuracy_reward,
+    quick_verdict,
     verify_answers,
 )
 
@@ -117,7 +123,8 @@ class TestVerdicts:
 
     def test_cache_hits(self):
         with MathVerifier(timeout=2.0) as fresh:
-            golds, predictions = ["x^2", "x^2", "\\sqrt{2}"], ["x^2", "x^{2}", "\\sqrt{3}"]
+            # Answers beyond the fast path, so that they go to math-verify.
+            golds, predictions = ["\\sin x", "\\sin x", "\\log 2"], ["\\sin x", "\\sin(x)", "\\log 3"]
             assert fresh.verify_batch(golds, predictions) == [1.0, 1.0, 0.0]
             verified = fresh.stats()["verified"]
             assert fresh.verify_batch(golds, predictions) == [1.0, 1.0, 0.0]
@@ -129,7 +136,7 @@ class TestVerdicts:
 
     def test_duplicates_in_a_batch_are_verified_once(self):
         with MathVerifier(timeout=2.0) as fresh:
-            assert fresh.verify_batch(["x^2"] * 4, ["x^2"] * 4) == [1.0] * 4
+            assert fresh.verify_batch(["\\sin x"] * 4, ["\\sin x"] * 4) == [1.0] * 4
             assert fresh.stats()["verified"] == 1
 
 
@@ -194,6 +201,118 @@ class TestFastPath:
         reference = slow_verifier.verify_batch([g for g, _, _ in decided], [p for _, p, _ in decided])
         mismatches = [(g, p, v, r) for (g, p, v), r in zip(decided, reference, strict=True) if v != r]
         assert not mismatches
+
+
+class TestQuickVerdicts:
+    """The in-process verdicts beyond plain numbers; each expected value is math-verify's own."""
+
+    @pytest.mark.parametrize(
+        ("gold", "prediction", "expected"),
+        [
+            ("(1, 2)", "(1,2)", 1.0),
+            ("[1, 3)", "\\left[1, 3\\right)", 1.0),
+            ("\\text{(A)}", "\\text{(A)}", 1.0),
+            ("30^\\circ", "30^\\circ", 1.0),
+            ("50\\%", "50\\%", 1.0),
+            ("x", "x", 1.0),
+            ("\\dfrac{1}{2}", "\\tfrac{1}{2}", 1.0),
+            ("1,000", "1, 000", None),  # a number and a set
+            ("\\text{1 , 2}", "\\text{1,2}", None),  # spaces are part of a text
+            ("(10^{8})!", "(10^{8})!", None),  # factorials may be slow to parse
+            ("\\text{}", "\\text{}", None),  # math-verify cannot parse this gold answer
+            ("(1, 2)", "(2, 1)", None),
+        ],
+    )
+    def test_identical(self, gold, prediction, expected):
+        assert identical_verdict(gold, prediction) == expected
+
+    @pytest.mark.parametrize(
+        ("gold", "prediction", "expected"),
+        [
+            ("2\\sqrt{2}", "\\sqrt{8}", 1.0),
+            ("2\\sqrt{2}", "2 \\sqrt 2", 1.0),
+            ("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt2}", 1.0),
+            ("\\frac{5\\pi}{3}", "\\frac{5}{3}\\pi", 1.0),
+            ("2\\pi/3", "\\frac{2\\pi}{3}", 1.0),
+            ("3+2\\sqrt{2}", "(1+\\sqrt{2})^2", 1.0),
+            ("x^2+3x+2", "(x+1)(x+2)", 1.0),
+            ("x^2+3x+2", "2+3x+x^2", 1.0),
+            ("10^{20}", "100000000000000000000", 1.0),
+            ("2\\sqrt{3}", "3\\sqrt{2}", 0.0),
+            ("2\\pi", "6.28", 0.0),
+            ("3.14", "\\pi", 0.0),
+            ("x^2+1", "x^2-1", 0.0),
+            ("x", "5", 0.0),
+            ("2\\pi", None, 0.0),
+            ("\\pi", "3.141593", None),  # within math-verify's rounding
+            ("2\\pi", "6.283185", None),
+            ("\\frac{x}{2}", "0.5x", None),  # floats in an expression
+            ("x", "\\frac{2x}{2}", None),  # math-verify compares a lone symbol by name: 0.0
+            ("5", "2(3)", None),  # mixed number in latex2sympy: 2 + 3
+            ("\\frac{5}{2}", "2\\frac{1}{2}", None),
+            ("3x", "x(3)", None),  # a function call
+            ("x^2+3", "x^2+3t", None),  # math-verify drops `t` as a unit
+            ("1024", "2^10", None),
+            ("10^{20}", "10^{20}+1", None),  # closer than math-verify's relative tolerance can tell
+            ("x", "\\frac{1}{10^{20}}x", None),
+            ("\\sqrt{-1}", "i", None),
+            ("(1, 2)", "(1,2)", None),
+            ("5", "5^{5^{5}}", None),
+        ],
+    )
+    def test_algebraic(self, gold, prediction, expected):
+        assert algebraic_verdict(gold, prediction) == expected
+
+    def test_deep_or_long_input_is_deferred(self):
+        assert quick_verdict("5", "(" * 10_000 + "5" + ")" * 10_000) is None
+        assert quick_verdict("5", "1+" * 10_000 + "1") is None
+
+
+def _differential_corpus() -> list[tuple[str, str]]:
+    """Hand-written pairs and families from tests/data/math_answer_pairs.txt, and the benchmark's pairs."""
+    pairs = []
+    for line in (Path(__file__).parent / "data" / "math_answer_pairs.txt").read_text().splitlines():
+        if line.startswith("* "):
+            pairs += itertools.permutations(line[2:].split(" | "), 2)
+        elif line and not line.startswith("#"):
+            gold, prediction = line.split(" | ")
+            pairs.append((gold, prediction))
+    path = Path(__file__).parent.parent / "benchmarks" / "bench_math_reward.py"
+    spec = importlib.util.spec_from_file_location("bench_math_reward", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    benchmark_pairs = set()
+    for seed in (0, 5):
+        _, golds, completions = bench.make_batch(256, group=8, seed=seed)
+        benchmark_pairs.update(zip(golds, map(extract_boxed_answer, completions), strict=True))
+    return pairs + sorted(benchmark_pairs)
+
+
+def test_fast_paths_agree_with_math_verify(monkeypatch):
+    """Wherever `fast_verdict`, `identical_verdict` or `algebraic_verdict` decides, math-verify, called as in the
+    workers, gives the same verdict."""
+    from latex2sympy2_extended.latex2sympy2 import _Latex2Sympy
+    from math_verify.parser import parse_latex_cached
+
+    monkeypatch.setattr(_Latex2Sympy, "parse", _Latex2Sympy.parse)  # restored after the test
+    monkeypatch.setattr(_Latex2Sympy, "create_parser", _Latex2Sympy.create_parser)
+    math_reward._enable_two_stage_parsing()
+    runner = math_reward._MathVerifyRunner(signal_timeout=2)
+    corpus = _differential_corpus()
+    checked, mismatches = 0, []
+    for raw_gold, raw_prediction in corpus:
+        gold, prediction = math_reward._prepare_gold(raw_gold), raw_prediction.strip() or None
+        verdicts = {f.__name__: f(gold, prediction) for f in (fast_verdict, identical_verdict, algebraic_verdict)}
+        if all(verdict is None for verdict in verdicts.values()):
+            continue
+        checked += 1
+        reference, _ = runner(gold, prediction)
+        mismatches += [
+            (gold, prediction, name, v, reference) for name, v in verdicts.items() if v not in (None, reference)
+        ]
+    parse_latex_cached.cache_clear()
+    assert len(corpus) > 1200 and checked > 800  # the corpus, and the part of it that the fast paths decide
+    assert not mismatches
 
 
 def test_two_stage_parsing_changes_no_parse(monkeypatch):
