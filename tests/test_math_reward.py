@@ -13,15 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from masa_trl import math_reward
+from masa_trl.answer_verdicts import algebraic_verdict, fast_verdict, identical_verdict, quick_verdict
 from masa_trl.math_reward import (
     MathVerifier,
-    algebraic_verdict,
     extract_boxed_answer,
-    fast_verdict,
     get_default_verifier,
-    identical_verdict,
     math_accuracy_reward,
-    quick_verdict,
     verify_answers,
 )
 
