@@ -562,15 +562,16 @@ class MASAGRPOTrainer(GRPOTrainer):
         )
 
     def _warn_on_expert_drought(self, found: bool) -> None:
-        """Warn once per drought when BC is on but no prompt has yielded an expert for a while: BC then never runs."""
+        """Warn once per drought when no prompt has yielded an expert for a while: BC would then never run."""
         self._batches_without_experts = 0 if found else self._batches_without_experts + 1
         if self._batches_without_experts == EXPERT_DROUGHT_BATCHES:
             logger.warning(
-                f"Expert BC is on, but no prompt has yielded an expert in the last {EXPERT_DROUGHT_BATCHES} generation "
-                "batches, so the behaviour-cloning pass cannot run. An expert needs a parsable meta rollout with a "
-                f"notion reward of at least expert_min_notion_reward={self.args.expert_min_notion_reward}: check "
-                "meta/parse_failure_rate and meta/rewards/notion_alignment_reward/mean, lower --expert_min_notion_reward (0 accepts any "
-                "parsable rollout of a prompt with a correct solution), or set --use_expert_bc false."
+                f"Expert BC is on, but no prompt has yielded an expert in the last {EXPERT_DROUGHT_BATCHES} "
+                "generation batches, so the behaviour-cloning pass cannot run. An expert needs a parsable meta "
+                "rollout with a notion reward of at least "
+                f"expert_min_notion_reward={self.args.expert_min_notion_reward}: check meta/parse_failure_rate and "
+                "meta/rewards/notion_alignment_reward/mean, lower --expert_min_notion_reward (0 accepts any parsable "
+                "rollout of a prompt with a correct solution), or set --use_expert_bc false."
             )
 
     def _maybe_run_expert_bc(self) -> None:
@@ -632,7 +633,7 @@ class MASAGRPOTrainer(GRPOTrainer):
 
     @contextmanager
     def _expert_bc_optimizer(self):
-        """Yield `backward(loss, last_micro_batch)` and `step()` for the BC pass, with the BC learning rate and clipping.
+        """Yield `backward(loss, last_micro_batch)` and `step()` for the BC pass, with the BC rate and clipping.
 
         The RL optimizer (and its moments) is reused; its learning rates and, under DeepSpeed, the engine's clipping,
         scheduler and accumulation boundary are restored on exit. DeepSpeed is driven through its engine directly:
