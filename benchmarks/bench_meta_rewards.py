@@ -103,10 +103,14 @@ def bench_adversarial() -> None:
         '{"a": x 200k (deep)': '{"a":' * (mb // 5) + keys,
         '{"a":[ x 166k (deep)': '{"a":[' * (mb // 6) + keys,
         '{"":0} x 166k': '{"":0}' * (mb // 6) + keys,
+        '{"\\" x 250k': '{"\\"' * (mb // 4) + keys,
+        "\\ x 1M": "\\" * mb + keys,
+        '{": x 333k + object': '{":' * (mb // 3) + "{" + keys + "}",
     }
     for name, text in cases.items():
         seconds = _timeit(lambda text=text: parse_meta_prediction(text), 1)
-        print(f"{name:>22}: {seconds * 1e3:7.1f} ms   ({len(text) / 1e6:.2f} MB, result None)")
+        result = "None" if parse_meta_prediction(text) is None else "found"
+        print(f"{name:>22}: {seconds * 1e3:7.1f} ms   ({len(text) / 1e6:.2f} MB, result {result})")
 
 
 def bench_batch(rng: random.Random, prompts: int, meta: int, solutions: int, words: int) -> None:

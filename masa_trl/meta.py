@@ -141,12 +141,10 @@ def _find_keyed(value) -> dict | None:
     return None
 
 
-def _last_meta_object(region: str) -> dict | None:
-    # Cheap exit for the common failure and for most junk: the object must spell out all three keys.
-    if not all(f'"{key}"' in region for key in _REQUIRED_KEYS):
-        return None
+def _first_keyed(spans: list[str]) -> dict | None:
+    """The keyed object of the last span (matches of `_JSON_OBJECT`, in order) that holds one, else `None`."""
     # `filter` with a C-level predicate keeps the cost per junk object low when there are very many of them.
-    for span in filter(_HAS_LENGTH_KEY, reversed(_JSON_OBJECT.findall(region))):
+    for span in filter(_HAS_LENGTH_KEY, reversed(spans)):
         if not all(f'"{key}"' in span for key in _REQUIRED_KEYS):
             continue
         try:
@@ -155,6 +153,159 @@ def _last_meta_object(region: str) -> dict | None:
             continue
         if obj is not None:
             return obj
+    return None
+
+
+# Scanning a long region with `_JSON_OBJECT.findall` costs the regex engine a few hundred ns at every `{` that starts
+# an attempt, ~140 ms for 1 MB of `{":{":...`. A long region is therefore scanned in chunks from its end, each around
+# an occurrence of `"solution_length"`, between *cut points*: positions x that no match of `_JSON_OBJECT` starting
+# before x can contain (start < x < end). The findall scan, which resumes after each match, tries every cut point, so
+# `_JSON_OBJECT.findall(region, x, y)` between cut points x < y yields exactly the matches of the whole scan that lie
+# in [x, y): the matches before x end by x, none spans y, and a match ending by y reads no character at or after y.
+# Only matches holding `"solution_length"` count, so chunks without one are skipped: the result is the same as
+# scanning the whole region, the way it is done below `_SCAN_WHOLE_BELOW` characters.
+_SCAN_WHOLE_BELOW = 20_000
+# Characters before a candidate cut point that `_is_cut_point` inspects.
+_CUT_WINDOW = 64
+# Chunks before the rest of the region is scanned in one go: bounds the overhead when the key occurs very often.
+_MAX_CHUNKS = 32
+# A run of characters between two string delimiters: escapes pair a backslash with the next character.
+_UNQUOTED_RUN = re.compile(r'(?:[^"\\]++|\\[\s\S]?)*+')
+_CONTROL = re.compile(r"[\x00-\x1f]").search
+# The tokens outside strings, as `_JSON_OBJECT` reads them (numbers and literals are "V").
+_STRUCTURAL_TOKEN = re.compile(
+    r"([ \t\n\r]++)|([{}\[\],:])|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|true|false|null|NaN|-?Infinity"
+)
+_TOKEN_CHARS = "0123456789.+-abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _grammar() -> dict[tuple[str, str], str]:
+    """
+    The transitions between the places inside a top-level `_JSON_OBJECT` match, on its tokens (`S` a string).
+
+    Places are a container (`O1` the top-level object, `O2` an object in it, `A2` an array in it) and what comes next:
+    `K0` a key or `}`, `K` a key, `C` a colon, `V` a value, `A` a comma or the closing bracket, `E0` an element or `]`,
+    `E` an element. The top-level object cannot close: the window lies inside it.
+    """
+    table = {}
+    for box in ("O1", "O2"):
+        close = {"O2": "O1A"}.get(box)
+        table |= {(box + "K0", "S"): box + "C", (box + "K", "S"): box + "C", (box + "C", ":"): box + "V"}
+        table |= {(box + "V", "S"): box + "A", (box + "V", "V"): box + "A", (box + "A", ","): box + "K"}
+        if close:
+            table |= {(box + "K0", "}"): close, (box + "A", "}"): close}
+    table |= {("O1V", "{"): "O2K0", ("O1V", "["): "A2E0"}
+    for place in ("A2E0", "A2E"):
+        table |= {(place, "S"): "A2A", (place, "V"): "A2A"}
+    table |= {("A2E0", "]"): "O1A", ("A2A", ","): "A2E", ("A2A", "]"): "O1A"}
+    return table
+
+
+_GRAMMAR = _grammar()
+_PLACES = frozenset(place for place, _ in _GRAMMAR)
+
+
+def _impossible_inside(runs: list[str], outside: int) -> bool:
+    """
+    Whether `runs`, the text between string delimiters, cannot lie inside a match with the runs of parity `outside`
+    outside strings and the others inside. Cheap and conservative: `False` when in doubt.
+    """
+    places = _PLACES
+    last = len(runs) - 1
+    for i, run in enumerate(runs):
+        if i % 2 != outside:
+            if _CONTROL(run):  # raw control characters are never part of a JSON string
+                return True
+            tokens = ("S",)
+        else:
+            # The first and last runs may hold part of a number or literal that the window cuts.
+            if i == 0:
+                run = run.lstrip(_TOKEN_CHARS)
+            if i == last:
+                run = run.rstrip(_TOKEN_CHARS)
+            tokens = []
+            pos = 0
+            while pos < len(run):
+                token = _STRUCTURAL_TOKEN.match(run, pos)
+                if token is None:
+                    return True
+                pos = token.end()
+                if token.group(1) is None:
+                    tokens.append(token.group(2) or "V")
+        for token in tokens:
+            places = {_GRAMMAR[place, token] for place in places if (place, token) in _GRAMMAR}
+            if not places:
+                return True
+    return False
+
+
+def _is_cut_point(region: str, x: int, window: int = _CUT_WINDOW) -> bool:
+    """
+    Whether no match of `_JSON_OBJECT` starting before `x` can end after `x`; `False` when in doubt.
+
+    Matches starting in the `window` characters before `x` are tried directly. A match starting earlier would hold
+    those characters inside its top-level object. In it, a `"` after an even run of backslashes delimits a string and
+    any other `"` is escaped, so the window's string delimiters are known, but not which of the runs between them are
+    strings: both parities are checked against the grammar of `_JSON_OBJECT` (one container level below the top).
+    """
+    if x <= 0 or x >= len(region):
+        return True
+    start = max(0, x - window)
+    brace = region.find("{", start, x)
+    while brace >= 0:
+        match = _JSON_OBJECT.match(region, brace)
+        if match is not None and match.end() > x:
+            return False
+        brace = region.find("{", brace + 1, x)
+    if start == 0:
+        return True
+    # Start after any backslashes, so that escapes pair up from the first character on.
+    while start < x and region[start - 1] == "\\":
+        start += 1
+    text = region[start:x]
+    runs = []
+    pos = 0
+    while True:
+        end = _UNQUOTED_RUN.match(text, pos).end()
+        runs.append(text[pos:end])
+        if end == len(text):
+            break
+        pos = end + 1  # past the delimiter
+    return _impossible_inside(runs, 0) and _impossible_inside(runs, 1)
+
+
+def _last_meta_object(
+    region: str, scan_whole_below: int = _SCAN_WHOLE_BELOW, window: int = _CUT_WINDOW
+) -> dict | None:
+    """
+    The keyed object of the last `_JSON_OBJECT` match in `region` that holds one (see `_first_keyed`).
+
+    Long regions are scanned in chunks between cut points (see `_is_cut_point`), from the end; `scan_whole_below` and
+    `window` are parameters for the tests.
+    """
+    # Cheap exit for the common failure and for most junk: the object must spell out all three keys.
+    if not all(f'"{key}"' in region for key in _REQUIRED_KEYS):
+        return None
+    if len(region) < scan_whole_below:
+        return _first_keyed(_JSON_OBJECT.findall(region))
+    length_key = f'"{LENGTH_KEY}"'
+    steps = (0, *(window * 4**k // 4 for k in range(8)))
+    end = len(region)  # a cut point; the matches after it hold no keyed object
+    for chunk in range(_MAX_CHUNKS):
+        # A match that counts lies before `end` and spells out every key, `"solution_length"` last at `key`.
+        key = region.rfind(length_key, 0, end)
+        if key < 0 or any(region.rfind(f'"{name}"', 0, end) < 0 for name in _REQUIRED_KEYS):
+            return None
+        start, stop = 0, end
+        if chunk < _MAX_CHUNKS - 1:
+            starts = (key - step for step in steps if key - step > 0)
+            start = next((x for x in starts if _is_cut_point(region, x, window)), 0)
+            stops = (key + len(length_key) + step for step in steps if key + len(length_key) + step < end)
+            stop = next((y for y in stops if _is_cut_point(region, y, window)), end)
+        obj = _first_keyed(_JSON_OBJECT.findall(region, start, stop))
+        if obj is not None or start == 0:
+            return obj
+        end = start
     return None
 
 

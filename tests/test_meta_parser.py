@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from masa_trl import meta
 from masa_trl.meta import MetaPrediction, format_meta_prediction, parse_meta_prediction
 
 
@@ -380,7 +381,7 @@ _MB = 1_000_000
 def test_adversarial_megabyte_returns_fast(text):
     start = time.perf_counter()
     assert parse_meta_prediction(text) is None
-    # A generous bound for a loaded CI machine (measured: 11-98 ms, benchmarks/bench_meta_rewards.py); a quadratic
+    # A generous bound for a loaded CI machine (measured: 0.4-17 ms, benchmarks/bench_meta_rewards.py); a quadratic
     # scan of 1 MB would take minutes.
     assert time.perf_counter() - start < 3.0
 
@@ -388,3 +389,126 @@ def test_adversarial_megabyte_returns_fast(text):
 def test_valid_object_after_megabyte_of_junk_is_found():
     text = "{" * _MB + '"' * 1000 + "<meta>" + COMPACT
     assert parse_meta_prediction(text).length == 900
+
+
+# Differential tests: long regions are scanned in chunks between cut points (`masa_trl.meta._is_cut_point`); the result
+# must be exactly that of the whole-region scan below, the implementation before the chunked scan. Small cut windows
+# and `scan_whole_below=0` exercise the chunked scan on short strings.
+
+
+def _reference_last_meta_object(region):
+    if not all(f'"{key}"' in region for key in meta._REQUIRED_KEYS):
+        return None
+    for span in filter(meta._HAS_LENGTH_KEY, reversed(meta._JSON_OBJECT.findall(region))):
+        if not all(f'"{key}"' in span for key in meta._REQUIRED_KEYS):
+            continue
+        try:
+            obj = meta._find_keyed(json.loads(span))
+        except (ValueError, RecursionError):
+            continue
+        if obj is not None:
+            return obj
+    return None
+
+
+_WINDOWS = (1, 2, 3, 5, 8, 16, 64)
+
+
+def _assert_same_as_reference(region):
+    expected = _reference_last_meta_object(region)
+    for window in _WINDOWS:
+        assert meta._last_meta_object(region, scan_whole_below=0, window=window) == expected, window
+    assert meta._last_meta_object(region) == expected
+
+
+_FRAGMENTS = [
+    '{"math_notion": ["a"], "pass_rate": 1, "solution_length": 2}',
+    '{"math_notion":',
+    '"pass_rate":',
+    '"solution_length":',
+    '"math_notion"',
+    '"solution_length"',
+    '"pass_rate"',
+    '{"prediction": ',
+    "{",
+    "}",
+    "[",
+    "]",
+    '"',
+    '\\"',
+    "\\",
+    "\\\\",
+    "\\u0041",
+    ",",
+    ":",
+    " ",
+    "\n",
+    "\x01",
+    "1",
+    "-0.5e3",
+    "8.0",
+    '"3"',
+    "true",
+    "null",
+    "NaN",
+    "-Infinity",
+    '"a"',
+    "a",
+    "x",
+    '{":',
+    '{"a":',
+    '{"":0}',
+    '"a":[',
+    "</meta>",
+]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from(_FRAGMENTS), max_size=80).map("".join))
+def test_chunked_scan_matches_whole_scan_on_json_like_junk(region):
+    _assert_same_as_reference(region)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    junk=st.lists(st.sampled_from(_FRAGMENTS), max_size=30).map("".join),
+    repeat=st.integers(1, 40),
+    obj=st.sampled_from([_with(), _with(pass_rate=9), json.dumps({"p": json.loads(_with())}), COMPACT[:-1], PRETTY]),
+    tail=st.lists(st.sampled_from(_FRAGMENTS), max_size=10).map("".join),
+)
+def test_chunked_scan_matches_whole_scan_on_repeated_junk(junk, repeat, obj, tail):
+    _assert_same_as_reference(junk * repeat + obj + tail)
+    _assert_same_as_reference(junk * repeat + obj + tail + junk * repeat)
+    _assert_same_as_reference((junk + obj) * repeat + tail)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet='{}[]":,\\ \n\x01ab0-e.', max_size=60), st.integers(1, 30))
+def test_chunked_scan_matches_whole_scan_on_random_text(junk, repeat):
+    _assert_same_as_reference(junk * repeat + _with() + junk)
+    _assert_same_as_reference(junk + _KEYS + junk * repeat + "}")
+
+
+_ADVERSARIAL_UNITS = ["{", '{"', '{":', '{"a":', '{"a":[', '{"":0}', '{"a":"\\"{', '{ x " } { \\ " {{ ', '"', '{"\\"']
+_ADVERSARIAL_UNITS += ['{"a":1,', '{"":', "\\", '"a":"', '{"a":{"b":', "[", '{"a":[1,', '{"x": "', "}"]
+
+
+@pytest.mark.parametrize("unit", _ADVERSARIAL_UNITS)
+@pytest.mark.parametrize("size", [50, 3_000, 60_000])
+def test_chunked_scan_matches_whole_scan_on_adversarial_text(unit, size):
+    body = (unit * size)[:size]
+    for obj in (_KEYS, "{" + _KEYS + "}", _with(), '{"p": ' + _with() + "}", _with() + "{"):
+        _assert_same_as_reference(body + obj)
+        _assert_same_as_reference(obj + body)
+        _assert_same_as_reference(body + obj + body)
+        _assert_same_as_reference((body[: size // 7] + obj) * 12)
+
+
+@pytest.mark.parametrize("unit", _ADVERSARIAL_UNITS)
+def test_adversarial_megabyte_with_object_matches_reference_and_returns_fast(unit):
+    body = (unit * _MB)[:_MB]
+    for text in (body + _with(), body + "{" + _KEYS + "}", _with() + body, body + _with() + body[:1000]):
+        expected = _reference_last_meta_object(text)
+        start = time.perf_counter()
+        assert meta._last_meta_object(text) == expected
+        assert time.perf_counter() - start < 3.0
