@@ -1,10 +1,11 @@
 """Run by tests/test_distributed.py: the behaviour-cloning pass on two gloo ranks with unequal expert counts.
 
 Four prompts, G = 2 solution rollouts each, 4 rows per rank. Prompts 0-2 have correct rollouts using the predicted
-notion and yield experts; prompt 3 does not. Prompt i's expert is kept by rank i % 2, so rank 0 holds 2 experts and
-rank 1 holds 1 when the pass (N_expert = 3) runs: with micro-batches of 1, rank 1 must feed a masked row to match
-rank 0's forward/backward count, or the run hangs. Run under DDP, FSDP2 and DeepSpeed ZeRO-2/3 (the test picks the
-accelerate config); every optimizer step's learning rate is recorded, and the parameters are compared across ranks.
+notion and yield experts; prompt 3 does not. Prompt i's expert is kept by rank i % 2, so one rank holds 2 experts
+and the other 1 when the pass (N_expert = 3) runs: with micro-batches of 1, the second must feed a masked row to match
+the first's forward/backward count, or the run hangs. Run under DDP, FSDP2 and DeepSpeed ZeRO-2/3 (the test picks the
+accelerate config; an optional third argument sets gradient accumulation); every optimizer step's learning rate is
+recorded, and the parameters are compared across ranks.
 """
 
 import json
@@ -45,11 +46,12 @@ def checksum(params: list[torch.Tensor]) -> float:
     return sum(p.double().abs().sum().item() for p in params)
 
 
-def main(model_dir: str, output_file: str) -> None:
+def main(model_dir: str, output_file: str, accumulation: int = 1) -> None:
     problems = {"Compute 1 + 1.": "2", "Compute 2 + 2.": "4", "Compute 3 + 3.": "6", "Compute 4 + 4.": "8"}
     args = cpu_config(
         str(Path(output_file).parent / "run"),
-        per_device_train_batch_size=4,
+        per_device_train_batch_size=4 // accumulation,  # the same 4 rows per rank and generation
+        gradient_accumulation_steps=accumulation,
         num_generations=2,
         num_meta_generations=2,
         max_completion_length=48,
@@ -114,4 +116,4 @@ def main(model_dir: str, output_file: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], *map(int, sys.argv[3:]))
