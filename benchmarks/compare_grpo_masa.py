@@ -290,7 +290,7 @@ def plot(runs: list[dict], path: Path) -> None:
 def main(argv=None) -> None:
     args = parse_args(argv)
     from masa_trl.demo.experiment import prepare_experiment
-    from masa_trl.demo.report import format_table
+    from masa_trl.demo.report import format_table, json_safe
     from masa_trl.demo.warm_start import WarmStartConfig
 
     start = time.perf_counter()
@@ -350,19 +350,9 @@ def main(argv=None) -> None:
         "cpu_count": os.cpu_count(),
         "total_seconds": time.perf_counter() - start,
     }
-    (output_dir / "results.json").write_text(json.dumps(_clean(results), indent=2, default=str))
+    (output_dir / "results.json").write_text(json.dumps(json_safe(results), indent=2, default=str))
     plot(runs, output_dir / "compare.png")
     print(f"results: {output_dir / 'results.json'}, plot: {output_dir / 'compare.png'}")
-
-
-def _clean(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from trl import TrlParser  # noqa: E402
 
 from masa_trl import MASAConfig, MASAGRPOTrainer  # noqa: E402
 from masa_trl.demo.experiment import DEMO_DEFAULTS, NOTION_NOTE, prepare_experiment  # noqa: E402
-from masa_trl.demo.report import format_table, phase_header  # noqa: E402
+from masa_trl.demo.report import format_table, json_safe, phase_header  # noqa: E402
 from masa_trl.demo.warm_start import WarmStartConfig  # noqa: E402
 
 
@@ -327,7 +327,7 @@ def main(args: DemoArguments, training_args: MASAConfig) -> dict:
         "cpu_count": os.cpu_count(),
         "torch_threads": threads.history,
     }
-    (output_dir / "results.json").write_text(json.dumps(_clean(results), indent=2, default=str))
+    (output_dir / "results.json").write_text(json.dumps(json_safe(results), indent=2, default=str))
     if args.plots:
         from masa_trl.demo import plots
 
@@ -355,17 +355,6 @@ def _print_evaluation(name: str, evaluation) -> None:
         f"reference: constant predictor MAE {summary['constant_mae']:.3f}; cell-mean predictor (in-sample) Pearson "
         f"{summary['cell_mean_pearson']:.3f}, MAE {summary['cell_mean_mae']:.3f}"
     )
-
-
-def _clean(value):
-    """JSON-safe copy: NaN and infinities become null (strict JSON has no NaN)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
 
 
 def make_parser() -> TrlParser:

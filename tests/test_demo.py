@@ -21,6 +21,7 @@ from masa_trl.arithmetic import (
 )
 from masa_trl.demo.callbacks import HeldoutCurveCallback, TimeLimitCallback
 from masa_trl.demo.heldout import HeldoutEvaluation, evaluate_heldout, sample_completions, spearman
+from masa_trl.demo.report import json_safe
 from masa_trl.demo.task import META_TEMPLATE, SOLUTION_TEMPLATE, meta_messages, solution_messages, solution_target
 from masa_trl.demo.warm_start import PromptRenderer, WarmStartConfig, warm_start
 from masa_trl.math_reward import math_accuracy_reward
@@ -115,6 +116,12 @@ class TestWarmStartCache:
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
+def test_json_safe_turns_non_finite_floats_into_null():
+    value = {"a": math.nan, 1: [math.inf, (-math.inf, 0.5)], "b": "x"}
+    assert json_safe(value) == {"a": None, "1": [None, [None, 0.5]], "b": "x"}
+    assert json.loads(json.dumps(json_safe(value), allow_nan=False))["1"][1] == [None, 0.5]
+
+
 def test_spearman_uses_average_ranks_for_ties():
     assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
     assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(math.sqrt(3) / 2)

@@ -35,3 +35,14 @@ def format_table(rows: Sequence[dict], columns: Sequence[str | tuple[str, str]],
 
 def phase_header(title: str) -> str:
     return f"\n{'=' * 8} {title} {'=' * max(4, 100 - len(title))}"
+
+
+def json_safe(value):
+    """JSON-safe copy of nested dicts/lists: NaN and infinities become null (strict JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
