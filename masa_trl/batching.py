@@ -15,7 +15,7 @@ _RIGHT_PADDED = {
     "ref_per_token_logps",
     "importance_sampling_ratio",
 }
-_ROW_VECTORS = {"advantages", "is_meta"}
+_ROW_VECTORS = {"advantages", "is_meta", "trained"}
 
 
 def _pad_width(tensor: torch.Tensor, width: int, value: float, left: bool) -> torch.Tensor:
@@ -49,3 +49,19 @@ def concat_rollout_batches(first: dict, second: dict, pad_token_id: int) -> dict
         else:
             raise NotImplementedError(f"MASA does not know how to join the generation-batch field {key!r}.")
     return joined
+
+
+def select_rows(batch: dict, keep: torch.Tensor) -> dict:
+    """The rows of a (micro-)batch where `keep` is true; `num_items_in_batch`, a global count, is kept as it is.
+
+    Like `concat_rollout_batches`, it refuses fields it does not know, which it could not slice safely.
+    """
+    selected = {}
+    for key, value in batch.items():
+        if key == "num_items_in_batch":
+            selected[key] = value
+        elif key in _ROW_VECTORS or key in _LEFT_PADDED or key in _RIGHT_PADDED:
+            selected[key] = value[keep]
+        else:
+            raise NotImplementedError(f"MASA does not know how to select rows of the batch field {key!r}.")
+    return selected

@@ -2,12 +2,18 @@
 
 From step k on, the trainer generates the M meta rollouts of a prompt first and uses them to
 
-- **gate** the prompt: when the parsed predicted pass rates agree (population standard deviation below a threshold)
-  and their consensus, rounded to the prompt's 0..S scale, is S (every rollout would be correct) or 0 (none would),
-  the G solution rollouts are skipped, because their group-relative advantages would all be zero anyway;
+- **gate** the prompt: when the parsed predicted pass rates agree (population standard deviation of the rates as
+  fractions, `pass_rate / S` in 0..1, below a threshold) and their mean is within half a step of S (every rollout would
+  be correct) or of 0 (none would), the G solution rollouts are skipped, because their group-relative advantages
+  would all be zero anyway;
 - **cut off** its solution rollouts at `cutoff_factor` times the median predicted length (never above the maximum
-  completion length; no cutoff when no prediction parsed);
-- optionally **hint** the solution prompt with the predicted notions of a parsable meta rollout.
+  completion length; no cutoff when no prediction parsed; out-of-range lengths do not parse);
+- optionally **hint** the solution prompt with the notions most of its parsable meta rollouts name: one hint per
+  prompt, so that all G solution rollouts of a group share one prompt (GRPO's group baseline and TRL's server mode,
+  which sends each group's prompt once, both assume it).
+
+Gated prompts that are rolled out anyway (audited, or while gating is paused) are rolled out *plainly*, without cutoff
+or hint: they measure the gate's claim about the policy's ordinary rollouts.
 
 A gate that silently throws away learnable prompts is the failure users would fear most, so [`GatingAudit`] still
 rolls out a small share of the gated prompts, without training on them, to measure the gate's precision as the run
@@ -39,14 +45,14 @@ class PromptPlan:
         skip: whether the solution rollouts are skipped (gated and not audited, and gating not paused).
         audit: whether the rollouts are generated only to check the gate's verdict (excluded from training).
         cap: the token cap of its solution rollouts, or `None` for `max_completion_length`.
-        notions: the notions to hint, one tuple per solution rollout (empty: no hint).
+        notions: the notions hinted in the prompt's solution prompt, shared by all its rollouts (empty: no hint).
     """
 
     gate: str | None
     skip: bool
     audit: bool
     cap: int | None
-    notions: tuple[tuple[str, ...], ...]
+    notions: tuple[str, ...]
 
     @property
     def trains(self) -> bool:
@@ -60,15 +66,20 @@ def gate_verdict(
     """Gate a prompt from its M meta predictions.
 
     Only parsed predictions count, and at least half of the M (and two) must have parsed: the gate acts on a
-    confident consensus, not on one lucky parse.
+    confident consensus, not on one lucky parse. The spread is the population standard deviation of the predicted
+    rates as fractions (`pass_rate / S`, 0..1), the scale on which the authors' reward code uses them (it divides the
+    0..8 integer by 8): on the integer scale a threshold of 0.1 would demand unanimity (with M = 16, one prediction
+    off by one gives 0.24), while on the fraction scale one such dissent gives 0.03. The consensus must lie strictly
+    within half a step of the end of the scale (mean rate * S > S - 1/2 for trivial, < 1/2 for unsolvable), so a tie
+    between 0 and 1 of 8 is not called unsolvable.
     """
     rates = [p.pass_rate for p in predictions if p is not None]
     if len(rates) < max(2, math.ceil(len(predictions) / 2)) or statistics.pstdev(rates) >= std_threshold:
         return None
-    consensus = round(statistics.fmean(rates) * pass_rate_scale)
-    if consensus >= pass_rate_scale:
+    consensus = statistics.fmean(rates) * pass_rate_scale
+    if consensus > pass_rate_scale - 0.5:
         return TRIVIAL
-    if consensus <= 0:
+    if consensus < 0.5:
         return UNSOLVABLE
     return None
 
@@ -82,20 +93,31 @@ def length_cap(predictions: Sequence[MetaPrediction | None], factor: float, max_
     return cap if cap < max_length else None
 
 
-def hint_notions(predictions: Sequence[MetaPrediction | None], num_rollouts: int) -> tuple[tuple[str, ...], ...]:
-    """Per solution rollout, the notions of a parsable meta rollout, cycling through them (empty when none parsed)."""
-    parsed = [p.notions for p in predictions if p is not None and p.notions]
-    if not parsed:
-        return ((),) * num_rollouts
-    return tuple(parsed[i % len(parsed)] for i in range(num_rollouts))
+def hint_notions(predictions: Sequence[MetaPrediction | None], max_notions: int) -> tuple[str, ...]:
+    """The notion hint of a prompt: the (at most `max_notions`) notions named by the most parsable meta rollouts.
+
+    Each rollout counts a notion once (case-insensitively, after stripping); ties go to the notion named first, in
+    rollout order, and the hint uses the spelling of that first mention. Empty when no rollout parsed or named any.
+    """
+    counts: dict[str, int] = {}
+    spelling: dict[str, str] = {}
+    for prediction in predictions:
+        if prediction is None:
+            continue
+        for key in dict.fromkeys(notion.strip().casefold() for notion in prediction.notions if notion.strip()):
+            counts[key] = counts.get(key, 0) + 1
+        for notion in prediction.notions:
+            spelling.setdefault(notion.strip().casefold(), notion.strip())
+    ranked = sorted(counts, key=lambda key: -counts[key])  # stable: first mention wins a tie
+    return tuple(spelling[key] for key in ranked[:max_notions])
 
 
 class GatingAudit:
     """Tracks the precision of the gate on audited prompts and pauses gating when it falls below a floor.
 
     A gated prompt is audited with probability `audit_fraction` (its rollouts are generated but not trained on).
-    While gating is paused every prompt is rolled out and trained normally, and the would-be-gated ones are all
-    audited for free, so the precision can recover and gating resumes. Decisions are drawn from a seeded generator,
+    While gating is paused every prompt is rolled out and trained, and the would-be-gated ones (rolled out plainly,
+    like audits) are all recorded for free, so the precision can recover and gating resumes. Decisions are drawn from a seeded generator,
     so every process takes the same ones.
     """
 
@@ -148,26 +170,26 @@ def plan_prompts(
     std_threshold: float,
     cutoff_factor: float | None,
     max_length: int,
-    num_generations: int,
-    notion_hint: bool,
+    notion_hint_size: int,
 ) -> list[PromptPlan]:
-    """The [`PromptPlan`] of every prompt of a generation batch, from its meta predictions."""
+    """The [`PromptPlan`] of every prompt of a generation batch, from its meta predictions.
+
+    `notion_hint_size` = 0 turns the hint off. A gated prompt is never capped or hinted, whether it is skipped,
+    audited or rolled out because gating is paused: its rollouts check the gate against plain rollouts.
+    """
     verdicts = [gate_verdict(p, pass_rate_scale, std_threshold) for p in predictions_per_prompt]
     plans = []
     for predictions, verdict, (skip, audited) in zip(
         predictions_per_prompt, verdicts, audit.plan(verdicts), strict=True
     ):
-        # Audited rollouts check the gate's claim about plain rollouts: no cutoff and no hint for them.
-        plain = skip or audited
+        plain = verdict is not None
         plans.append(
             PromptPlan(
                 gate=verdict,
                 skip=skip,
                 audit=audited,
                 cap=None if plain or cutoff_factor is None else length_cap(predictions, cutoff_factor, max_length),
-                notions=hint_notions(predictions, num_generations)
-                if notion_hint and not plain
-                else ((),) * num_generations,
+                notions=() if plain else hint_notions(predictions, notion_hint_size),
             )
         )
     return plans

@@ -23,7 +23,8 @@ class MASAConfig(GRPOConfig):
             The meta prompt asks for `pass_rate` as an integer from 0 to this value (S in the paper's appendix A).
         meta_min_length (`int`, *optional*, defaults to `128`):
             Lower end of the `solution_length` range written in the meta prompt. The upper end is
-            `max_completion_length`.
+            `max_completion_length`. A meta output whose `solution_length` lies outside this range is unparsable: it
+            earns no meta reward, counts in `meta/parse_failure_rate` and never sets a cutoff.
         meta_system_prompt (`str` or `None`, *optional*, defaults to `"You are a helpful assistant."`):
             System message of the meta prompt; `None` or `""` omits it.
         meta_prompt_template (`str` or `None`, *optional*, defaults to `None`):
@@ -72,16 +73,24 @@ class MASAConfig(GRPOConfig):
         > Parameters that control MASA-efficient (paper section 3.3)
 
         efficient_start_step (`int` or `None`, *optional*, defaults to `None`):
-            k: from this optimizer step on, meta rollouts are generated first and drive predictive gating, early
-            cutoff and notion hints for the solution rollouts. `None` keeps plain MASA. The paper uses 120.
+            k: from this generation step on, meta rollouts are generated first and drive predictive gating, early
+            cutoff and notion hints for the solution rollouts. `None` keeps plain MASA. The paper uses 120. Steps are
+            counted in generation batches (the paper's RL steps), not optimizer steps: with `steps_per_generation`
+            larger than `gradient_accumulation_steps`, one generation batch feeds several optimizer steps.
         gating_std_threshold (`float`, *optional*, defaults to `0.1`):
-            A prompt is gated when the standard deviation of its parsed predicted pass rates is below this value and
-            their consensus, on the 0..S scale, is S (trivial) or 0 (unsolvable).
+            A prompt is gated when the population standard deviation of its parsed predicted pass rates, as
+            fractions `pass_rate / pass_rate_scale` (0..1), is below this value and their mean is within half a step
+            of all (trivial) or none (unsolvable) correct. The fraction scale is the one the authors' reward code uses;
+            on the 0..S integer scale the paper's 0.1 would need unanimity.
         cutoff_factor (`float` or `None`, *optional*, defaults to `2.0`):
             Solution rollouts stop at this factor times the median predicted length (at most
             `max_completion_length`). `None` disables the cutoff.
         notion_hint (`bool`, *optional*, defaults to `True`):
-            Append the notions predicted by a parsable meta rollout to each solution prompt as a hint.
+            Append predicted notions to the solution prompt as a hint: the (at most `notion_hint_max_notions`)
+            notions named by the most parsable meta rollouts of the prompt, one hint shared by all G solution
+            rollouts of the prompt. Gated prompts that are rolled out anyway (audits) get no hint.
+        notion_hint_max_notions (`int`, *optional*, defaults to `3`):
+            Largest number of notions in a hint.
         gating_audit_fraction (`float`, *optional*, defaults to `0.05`):
             Share of gated prompts whose solution rollouts are still generated, without training on them, to measure
             the gate's precision.
@@ -168,11 +177,17 @@ class MASAConfig(GRPOConfig):
 
     efficient_start_step: int | None = field(
         default=None,
-        metadata={"help": "k: from this step, meta rollouts come first and gate/cut/hint the solutions (paper: 120)."},
+        metadata={
+            "help": "k: from this generation step (paper's RL step), meta rollouts come first and gate/cut/hint the "
+            "solutions (paper: 120)."
+        },
     )
     gating_std_threshold: float = field(
         default=0.1,
-        metadata={"help": "Gate a prompt when its predicted pass rates have a std below this and say all or none."},
+        metadata={
+            "help": "Gate a prompt when the std of its predicted pass rates as fractions (pass_rate / S, 0..1) is "
+            "below this and they say all or none."
+        },
     )
     cutoff_factor: float | None = field(
         default=2.0,
@@ -180,7 +195,13 @@ class MASAConfig(GRPOConfig):
     )
     notion_hint: bool = field(
         default=True,
-        metadata={"help": "Append predicted notions to the solution prompt as a hint (MASA-efficient)."},
+        metadata={
+            "help": "Append the most-named predicted notions to the solution prompt as a hint (MASA-efficient)."
+        },
+    )
+    notion_hint_max_notions: int = field(
+        default=3,
+        metadata={"help": "Largest number of notions in a MASA-efficient notion hint."},
     )
     gating_audit_fraction: float = field(
         default=0.05,
@@ -227,12 +248,19 @@ class MASAConfig(GRPOConfig):
                 raise ValueError(f"gating_audit_fraction must lie in [0, 1], got {self.gating_audit_fraction}.")
             if self.gating_audit_window < 1:
                 raise ValueError(f"gating_audit_window must be positive, got {self.gating_audit_window}.")
-            colocated_tp = self.use_vllm and self.vllm_mode == "colocate" and self.vllm_tensor_parallel_size > 1
-            if colocated_tp and self.cutoff_factor is not None:
+            if self.notion_hint and self.notion_hint_max_notions < 1:
                 raise ValueError(
-                    "MASA-efficient's early cutoff sets one token cap per request, which vLLM colocate mode supports "
-                    "only with vllm_tensor_parallel_size=1. Use --vllm_tensor_parallel_size 1, server mode, or "
-                    "--cutoff_factor None."
+                    f"notion_hint_max_notions must be positive, got {self.notion_hint_max_notions}. Set "
+                    "--notion_hint false to turn the hint off."
+                )
+            if self.use_vllm and self.vllm_mode == "colocate" and self.vllm_tensor_parallel_size > 1:
+                # TRL gathers the prompts of a tensor-parallel group before generating, so per-row caps and skipped
+                # rows would no longer line up with the requests, and a rank with nothing to generate would skip the
+                # group's gather and hang the others.
+                raise ValueError(
+                    "MASA-efficient (efficient_start_step) plans each process's rows separately, which vLLM colocate "
+                    f"mode supports only with vllm_tensor_parallel_size=1 (got {self.vllm_tensor_parallel_size}). Use "
+                    "--vllm_tensor_parallel_size 1 (data-parallel colocated engines) or --vllm_mode server."
                 )
         if self.meta_min_length > self.max_completion_length:
             raise ValueError(

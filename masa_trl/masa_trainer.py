@@ -9,22 +9,23 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
-from accelerate.utils import gather_object
+from accelerate.utils import gather_object, is_peft_model
 from datasets import Dataset, IterableDataset
 from torch import nn
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 from trl import GRPOTrainer
-from trl.trainer.utils import get_callable_name, pad
+from trl.trainer.utils import add_fused_lm_head, get_callable_name, pad
 
-from masa_trl.batching import concat_rollout_batches
+from masa_trl.batching import concat_rollout_batches, select_rows
 from masa_trl.capped_generation import CappedClient, generation_limit, per_request_caps
 from masa_trl.efficient import TRIVIAL, UNSOLVABLE, GatingAudit, PromptPlan, plan_prompts
 from masa_trl.expert_bc import ExpertBuffer, expert_text, select_experts
+from masa_trl.generation_metrics import completion_length_metrics, sampling_metrics
 from masa_trl.masa_config import MASAConfig
 from masa_trl.math_reward import completion_text, math_accuracy_reward
-from masa_trl.meta import parse_meta_prediction
+from masa_trl.meta import META_OPEN_TAG, parse_meta_prediction
 from masa_trl.meta_metrics import meta_alignment_metrics
 from masa_trl.meta_rewards import default_meta_reward_funcs
 from masa_trl.model_card import add_masa_section
@@ -190,6 +191,9 @@ class MASAGRPOTrainer(GRPOTrainer):
         self._generation_phase = None
         self._generation_stats = defaultdict(float)
         self._solution_tokens_total = 0.0
+        # Training generation batches so far: the paper's RL steps, which k and the BC trigger count (one generation
+        # batch may feed several optimizer steps).
+        self._generation_step = 0
         self._gating_audit = GatingAudit(
             args.gating_audit_fraction, args.gating_precision_floor, args.gating_audit_window, seed=args.seed
         )
@@ -209,6 +213,13 @@ class MASAGRPOTrainer(GRPOTrainer):
             min_length=self.args.meta_min_length,
             system_prompt=self.args.meta_system_prompt,
             template=self.args.meta_prompt_template or META_PROMPT_TEMPLATE,
+        )
+
+    def _parse_meta(self, text: str):
+        """The meta prediction of a rollout; `None` when unparsable, also for a length outside the prompt's range."""
+        args = self.args
+        return parse_meta_prediction(
+            text, args.pass_rate_scale, max_length=args.max_completion_length, min_length=args.meta_min_length
         )
 
     def _group_size(self, mode: str) -> int:
@@ -248,17 +259,21 @@ class MASAGRPOTrainer(GRPOTrainer):
         finally:
             self._prompt_plans = None
         self._solution_stats = self._gather_solution_stats(all_prompts, *self._solution_rollouts, plans=plans)
+        solution_trains = [plans is None or plans[(first_row + i) // group_size].trains for i in range(len(inputs))]
         if plans is not None:
-            self._mask_untrained_solutions(solution_batch, plans, first_row, group_size)
+            self._recount_generation_metrics(solution_batch, plans, first_row, group_size)
+        self._set_trained_rows(solution_batch, solution_trains)
         for meta_example in meta_inputs:
-            index = meta_example["prompt_index"]
-            meta_example["solution_stats"] = self._solution_stats[index]
-            if plans is not None and plans[index].skip:
-                meta_example["solution_stats"] = _verdict_stats(plans[index].gate, meta_example["problem"], group_size)
+            # A skipped prompt has no solution rollouts, hence no statistics: its meta rows are unscored (NaN), so
+            # they enter neither the meta reward metrics nor, below, the loss. Scoring them against the gate's own
+            # verdict would pay the meta rollouts for agreeing with the consensus that gated them.
+            meta_example["solution_stats"] = self._solution_stats[meta_example["prompt_index"]]
 
         with self._meta_phase(mode) as (meta_metrics, meta_logs):
             meta_batch = super()._generate_and_score_completions(meta_inputs)
         meta_batch["advantages"] = meta_batch["advantages"] * self.args.meta_loss_weight
+        meta_trains = [plans is None or not plans[example["prompt_index"]].skip for example in meta_inputs]
+        self._set_trained_rows(meta_batch, meta_trains)
         predictions, prompt_index = self._record_meta_phase(mode, meta_inputs, meta_metrics, meta_logs)
         if mode == "train" and self.args.use_expert_bc:
             self._collect_experts(predictions, prompt_index)
@@ -266,6 +281,7 @@ class MASAGRPOTrainer(GRPOTrainer):
             self._audit_gate(plans)
         if mode == "train":
             self._record_generation_cost(plans)
+            self._generation_step += 1
 
         device = solution_batch["advantages"].device
         solution_batch["is_meta"] = torch.zeros(len(inputs), dtype=torch.bool, device=device)
@@ -274,7 +290,8 @@ class MASAGRPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------------------------------------ MASA-efficient
     def _efficient_active(self) -> bool:
-        return self.args.efficient_start_step is not None and self.state.global_step >= self.args.efficient_start_step
+        """Whether this generation batch is planned by MASA-efficient: k counts generation batches (RL steps)."""
+        return self.args.efficient_start_step is not None and self._generation_step >= self.args.efficient_start_step
 
     def _plan_from_meta_first(self, meta_inputs: list[dict], num_prompts: int) -> list[PromptPlan]:
         """Generate the meta rollouts first (kept for the meta phase) and plan every prompt's solution rollouts."""
@@ -283,7 +300,7 @@ class MASAGRPOTrainer(GRPOTrainer):
         generated = self._generate_single_turn(prompt_ids, None, {}, self.args.num_meta_generations)
         self._stashed_generation = generated  # returned again when TRL's pipeline asks for the meta completions
         texts = self.processing_class.batch_decode(generated[0], skip_special_tokens=True)
-        parsed = [parse_meta_prediction(t, self.args.pass_rate_scale, self.args.max_completion_length) for t in texts]
+        parsed = [self._parse_meta(text) for text in texts]
         all_parsed = gather_object(parsed)
         per_prompt = [
             all_parsed[i * self.args.num_meta_generations : (i + 1) * self.args.num_meta_generations]
@@ -296,29 +313,84 @@ class MASAGRPOTrainer(GRPOTrainer):
             std_threshold=self.args.gating_std_threshold,
             cutoff_factor=self.args.cutoff_factor,
             max_length=self.args.max_completion_length,
-            num_generations=self.num_generations,
-            notion_hint=self.args.notion_hint,
+            notion_hint_size=self.args.notion_hint_max_notions if self.args.notion_hint else 0,
         )
 
     def _apply_plans(self, inputs, plans, first_row, group_size):
-        """Hint the solution prompts, and tell the generation which rows to skip and where to cut them."""
+        """Hint the solution prompts, and tell the generation which rows to skip and where to cut them.
+
+        Every row of a prompt gets the same hint, so a group is generated from, and trained on, one prompt.
+        """
         hinted, self._row_plans = [], []
         for i, example in enumerate(inputs):
             plan = plans[(first_row + i) // group_size]
-            notions = plan.notions[(first_row + i) % group_size]
+            notions = plan.notions
             hinted.append({**example, "prompt": add_notion_hint(example["prompt"], notions)} if notions else example)
             self._row_plans.append(plan)
         return hinted
 
-    def _mask_untrained_solutions(self, batch, plans, first_row, group_size) -> None:
-        """Gated and audited rows keep their shape (collectives need equal rows) but carry no loss and no tokens."""
-        keep = torch.tensor(
-            [plans[(first_row + i) // group_size].trains for i in range(batch["completion_mask"].size(0))],
-            device=batch["completion_mask"].device,
-        )
-        batch["completion_mask"] = batch["completion_mask"] * keep.unsqueeze(1).int()
+    def _set_trained_rows(self, batch, trains: list[bool]) -> None:
+        """Flag the rows that enter the loss; the others keep their shape but carry no loss and no tokens.
+
+        Untrained rows (skipped and audited solutions, the meta rows of skipped prompts) stay in the batch so that
+        every process holds the same number of rows; `_compute_loss` leaves them out of its row means.
+        """
+        device = batch["completion_mask"].device
+        keep = torch.tensor(trains, dtype=torch.bool, device=device)
+        batch["trained"] = keep
+        if keep.all():
+            return
+        batch["completion_mask"] = batch["completion_mask"] * keep.unsqueeze(1).to(batch["completion_mask"].dtype)
         batch["advantages"] = batch["advantages"] * keep
         batch["num_items_in_batch"] = self.accelerator.gather(batch["completion_mask"].sum()).sum()
+
+    def _compute_loss(self, model, inputs):
+        """TRL's loss over the trained rows only.
+
+        Several loss types average over rows (`grpo`, `sapo`, `luspo`) or divide by the number of rows (`dr_grpo`),
+        so a masked row would still shrink the gradient of the others. Untrained rows are therefore removed before
+        TRL's loss, which then equals the loss of the batch without them for every loss type; a micro-batch with no
+        trained row is passed as it is (everything masked: an exactly zero loss and gradient, and the forward and
+        backward still run, as FSDP and ZeRO-3 need on every process).
+        """
+        trained = inputs.get("trained")
+        if trained is not None and trained.any() and not trained.all():
+            inputs = select_rows(inputs, trained)
+        return super()._compute_loss(model, inputs)
+
+    def _recount_generation_metrics(self, batch, plans, first_row, group_size) -> None:
+        """Replace TRL's completion-length and sampling metrics of this batch by their values without placeholders.
+
+        Skipped prompts' rows hold one-token placeholders that were never generated; audited rows were generated and
+        count. TRL appended one value per metric for this batch, which is overwritten here.
+        """
+        device = self.accelerator.device
+        generated = [not plans[(first_row + i) // group_size].skip for i in range(len(batch["advantages"]))]
+        _, completion_ids_list, _ = self._solution_rollouts
+        eos_and_pad = [*self.eos_token_ids, self._tokenizer.pad_token_id]
+        local = torch.tensor(
+            [
+                [len(ids), ids[-1] not in eos_and_pad, keep]
+                for ids, keep in zip(completion_ids_list, generated, strict=True)
+            ],
+            device=device,
+        )
+        rows = self.accelerator.gather(local)
+        rows = rows[rows[:, 2].bool()]
+        metrics = completion_length_metrics(rows[:, 0], rows[:, 1].bool())
+        if self.use_vllm and self.vllm_importance_sampling_correction:
+            row_mask = torch.tensor(generated, device=device).unsqueeze(1)
+            metrics.update(
+                sampling_metrics(
+                    batch["old_per_token_logps"],
+                    batch["sampling_per_token_logps"],
+                    batch["importance_sampling_ratio"],
+                    batch["completion_mask"].bool() & row_mask,
+                    gather=self.accelerator.gather,
+                )
+            )
+        for name, value in metrics.items():
+            self._metrics["train"][name][-1] = value
 
     def _record_generation_cost(self, plans) -> None:
         """Generation work of the step per phase (tokens, wall time), and what MASA-efficient decided."""
@@ -471,11 +543,7 @@ class MASAGRPOTrainer(GRPOTrainer):
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         if self._in_meta_phase:
             for example, completion in zip(inputs, completions, strict=True):
-                example["meta_prediction"] = parse_meta_prediction(
-                    completion_text(completion),
-                    pass_rate_scale=self.args.pass_rate_scale,
-                    max_length=self.args.max_completion_length,
-                )
+                example["meta_prediction"] = self._parse_meta(completion_text(completion))
             self._meta_rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
             return self._meta_rewards_per_func
 
@@ -543,7 +611,17 @@ class MASAGRPOTrainer(GRPOTrainer):
         """Add this batch's experts to the buffer; prompt i's expert is kept by process i % num_processes."""
         totals = (self._meta_rewards_per_func.cpu() * self.meta_reward_weights).nansum(dim=1).tolist()
         stats = self._solution_stats
-        choices = select_experts(predictions, totals, prompt_index, stats, self.args.expert_min_notion_reward)
+        # An expert keeps the template's structure: when the meta prompt asks for <meta> reasoning, a rollout
+        # without it would teach the model to skip the reasoning.
+        template = self.args.meta_prompt_template or META_PROMPT_TEMPLATE
+        choices = select_experts(
+            predictions,
+            totals,
+            prompt_index,
+            stats,
+            self.args.expert_min_notion_reward,
+            require_reasoning=META_OPEN_TAG in template,
+        )
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
         for choice in choices:
             if choice.prompt_index % world != rank:
@@ -610,7 +688,7 @@ class MASAGRPOTrainer(GRPOTrainer):
             return self.accelerator.gather(local_sum.detach().reshape(1)).sum().item() / total_tokens
 
         losses = []
-        with self._expert_bc_optimizer() as (backward, step):
+        with self._untempered_log_probs(), self._expert_bc_optimizer() as (backward, step):
             for _ in range(args.expert_bc_steps):
                 step_nll = torch.zeros((), device=device)
                 for micro in range(num_micro):
@@ -620,9 +698,9 @@ class MASAGRPOTrainer(GRPOTrainer):
                     step_nll += nll.detach()
                 losses.append(mean_nll(step_nll))
                 step()
-        after = mean_nll(
-            sum((summed_nll(micro, grad=False) for micro in range(num_micro)), torch.zeros((), device=device))
-        )
+            after = mean_nll(
+                sum((summed_nll(micro, grad=False) for micro in range(num_micro)), torch.zeros((), device=device))
+            )
         self.expert_buffer.clear()
         self._bc_passes += 1
         metrics = self._metrics["train"]
@@ -630,6 +708,30 @@ class MASAGRPOTrainer(GRPOTrainer):
         metrics["bc/loss_after"].append(after)
         metrics["bc/num_examples"].append(total_examples)
         metrics["bc/passes"].append(self._bc_passes)
+
+    @contextmanager
+    def _untempered_log_probs(self):
+        """Log-probabilities at temperature 1 for the BC loss, which is -log pi_theta (paper eq. 5).
+
+        TRL computes log-probabilities through a fused LM head that divides the logits by the sampling temperature.
+        For the pass, the model gets a second fused head at temperature 1 (TRL's `add_fused_lm_head`, which replaces
+        `model.forward`); the RL head is put back afterwards.
+        """
+        if self.temperature == 1.0:
+            yield
+            return
+        model = self.accelerator.unwrap_model(self.model)
+        model = model.get_base_model() if is_peft_model(model) else model
+        had_own_forward = "forward" in vars(model)
+        saved = model.forward
+        add_fused_lm_head(model, temperature=1.0, cast_lm_head_to_fp32=self.args.cast_lm_head_to_fp32)
+        try:
+            yield
+        finally:
+            if had_own_forward:
+                model.forward = saved
+            else:
+                del model.forward
 
     @contextmanager
     def _expert_bc_optimizer(self):
@@ -717,6 +819,7 @@ class MASAGRPOTrainer(GRPOTrainer):
             "bc_passes": self._bc_passes,
             "gating_audit": self._gating_audit.state_dict(),
             "solution_tokens_total": self._solution_tokens_total,
+            "generation_step": self._generation_step,
         }
         (folder / f"masa_state_rank{self.accelerator.process_index}.json").write_text(json.dumps(state))
 
@@ -731,21 +834,28 @@ class MASAGRPOTrainer(GRPOTrainer):
             self._bc_passes = state["bc_passes"]
             self._gating_audit.load_state_dict(state["gating_audit"])
             self._solution_tokens_total = state["solution_tokens_total"]
+            self._generation_step = state.get("generation_step", 0)
 
 
 class _ExpertBCCallback(TrainerCallback):
-    """Runs the behaviour-cloning check after each optimizer step.
+    """Runs the behaviour-cloning check after the last optimizer step of each generation batch.
 
-    `on_step_end` comes after the RL step's optimizer step and zero_grad, outside any `no_sync` context, so a pass
-    there neither mixes with the RL gradients nor breaks DDP's reduction; vLLM picks up the new weights at the next
-    generation because the weight sync keys on `global_step`.
+    The paper clones the experts after the RL update of the step that collected them; one generation batch may feed
+    several optimizer steps (`steps_per_generation` > `gradient_accumulation_steps`, or `num_iterations` > 1), and a
+    pass between two of them would move the policy in the middle of a batch. `on_step_end` comes after the optimizer
+    step and zero_grad, outside any `no_sync` context, so a pass there neither mixes with the RL gradients nor breaks
+    DDP's reduction; vLLM picks up the new weights at the next generation because the weight sync keys on
+    `global_step`.
     """
 
     def __init__(self, trainer: "MASAGRPOTrainer"):
         self.trainer = trainer
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.trainer._maybe_run_expert_bc()
+        trainer = self.trainer
+        # TRL generates again when its micro-step counter reaches a multiple of this: the batch is used up.
+        if trainer._step % (trainer.args.steps_per_generation * trainer.num_iterations) == 0:
+            trainer._maybe_run_expert_bc()
 
 
 def _prepare_dataset(dataset, required: list[str], name: str):
@@ -790,17 +900,3 @@ def _merge_completion_logs(logs: dict, meta_logs: dict) -> None:
             if column not in logs[group]:
                 logs[group][column].extend([None] * num_solution)
             logs[group][column].extend(meta_logs[group].get(column, [None] * num_meta))
-
-
-def _verdict_stats(verdict: str, problem: str, group_size: int) -> SolutionStats:
-    """Stand-in statistics for a gated prompt's meta rollouts: the gate's verdict as the pass rate.
-
-    A skipped prompt has no solution rollouts, so its meta rollouts are scored against what the gate concluded
-    (all or none correct), with no length or notion evidence; they keep training the meta template.
-    """
-    return SolutionStats(
-        correct=[verdict == TRIVIAL] * group_size,
-        lengths=[0] * group_size,
-        solutions=[""] * group_size,
-        problem=problem,
-    )

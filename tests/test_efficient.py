@@ -9,6 +9,7 @@ from transformers import AutoTokenizer
 from trl import GRPOTrainer
 
 from masa_trl import MASAGRPOTrainer
+from masa_trl.batching import select_rows
 from masa_trl.efficient import (
     MIN_AUDITS_TO_PAUSE,
     TRIVIAL,
@@ -41,19 +42,60 @@ class TestDecisions:
         assert length_cap(preds(4, length=60), 2.0, 100) is None  # at or above the maximum: no cap
         assert length_cap([None, None], 2.0, 100) is None
 
-    def test_hint_notions_cycle_over_parsable_rollouts(self):
-        predictions = [MetaPrediction(("a",), 0.5, 1), None, MetaPrediction(("b", "c"), 0.5, 1)]
-        assert hint_notions(predictions, 3) == (("a",), ("b", "c"), ("a",))
-        assert hint_notions([None], 2) == ((), ())
+    def test_gate_spread_is_measured_on_the_fraction_scale(self):
+        # M = 16: one prediction off by one is a std of 0.24 on the 0..8 scale but 0.03 on the 0..1 scale (gated).
+        assert gate_verdict(preds(*[8] * 15, 7), 8, 0.1) == TRIVIAL
+        assert gate_verdict(preds(*[0] * 15, 1), 8, 0.1) == UNSOLVABLE
+        assert gate_verdict(preds(*[8] * 12, *[6] * 4), 8, 0.1) is None  # std 0.108
+
+    def test_gate_consensus_must_be_within_half_a_step_of_the_end(self):
+        # Half say 0 of 8, half 1 of 8: std 0.0625 < 0.1, mean 0.5 of 8 steps is no consensus that none succeed.
+        assert gate_verdict(preds(0, 0, 1, 1), 8, 0.1) is None
+        assert gate_verdict(preds(8, 8, 7, 7), 8, 0.1) is None
+        assert gate_verdict(preds(0, 0, 0, 1), 8, 0.1) == UNSOLVABLE  # mean 0.25 of a step
+        assert gate_verdict(preds(8, 8, 8, 7), 8, 0.1) == TRIVIAL
+
+    def test_hint_is_the_most_named_notions(self):
+        predictions = [
+            MetaPrediction(("Algebra", "parity"), 0.5, 1),
+            None,
+            MetaPrediction(("parity", "modular arithmetic", "parity"), 0.5, 1),  # counted once in its rollout
+            MetaPrediction(("algebra ", "induction"), 0.5, 1),
+            MetaPrediction(("modular arithmetic",), 0.5, 1),
+        ]
+        # parity 2, algebra 2 (case-insensitive), modular arithmetic 2, induction 1: ties by first mention.
+        assert hint_notions(predictions, 3) == ("Algebra", "parity", "modular arithmetic")
+        assert hint_notions(predictions, 1) == ("Algebra",)
+        assert hint_notions(predictions, 0) == ()
+        assert hint_notions([None, MetaPrediction((), 0.5, 1)], 3) == ()
+
+    def test_plans_share_one_hint_per_prompt(self):
+        audit = GatingAudit(audit_fraction=0.0, precision_floor=0.9, window=8)
+        mixed = [MetaPrediction(("a",), 0.5, 10), MetaPrediction(("b",), 0.25, 10), MetaPrediction(("b",), 0.5, 10)]
+        (plan,) = plan_prompts(
+            [mixed], audit, pass_rate_scale=8, std_threshold=0.1, cutoff_factor=2.0, max_length=100,
+            notion_hint_size=3,
+        )  # fmt: skip
+        assert plan.notions == ("b", "a") and plan.cap == 20
+
+    def test_paused_gate_rolls_would_be_gated_prompts_out_plainly(self):
+        audit = GatingAudit(audit_fraction=0.0, precision_floor=0.9, window=8)
+        audit.paused = True
+        (plan,) = plan_prompts(
+            [preds(8, 8, length=10)], audit, pass_rate_scale=8, std_threshold=0.1, cutoff_factor=2.0,
+            max_length=100, notion_hint_size=3,
+        )  # fmt: skip
+        # Trained (gating is paused) and recorded as an audit: no cutoff and no hint, like any audit.
+        assert plan.gate == TRIVIAL and plan.trains and plan.cap is None and plan.notions == ()
 
     def test_audited_prompts_are_rolled_out_plainly(self):
         audit = GatingAudit(audit_fraction=1.0, precision_floor=0.9, window=8)
         (plan,) = plan_prompts(
             [preds(8, 8)], audit, pass_rate_scale=8, std_threshold=0.1, cutoff_factor=2.0, max_length=100,
-            num_generations=2, notion_hint=True,
+            notion_hint_size=3,
         )  # fmt: skip
         assert plan.gate == TRIVIAL and plan.audit and not plan.skip and not plan.trains
-        assert plan.cap is None and plan.notions == ((), ())
+        assert plan.cap is None and plan.notions == ()
 
 
 class TestAudit:
@@ -92,7 +134,7 @@ def efficient_trainer(tiny_model_dir, tmp_path, script=None, **overrides):
     )
     script = script or {
         # Prompt A: every meta rollout says "always solved" -> gated as trivial.
-        ("meta", "2 + 3"): [meta_text(8, 6, ["addition"]), meta_text(8, 6, ["addition"])],
+        ("meta", "2 + 3"): [meta_text(8, 8, ["addition"]), meta_text(8, 8, ["addition"])],
         # Prompt B: learnable; median predicted length 8 -> solutions capped at 16 tokens, hinted with "subtraction".
         ("meta", "7 - 4"): [meta_text(4, 8, ["subtraction"]), meta_text(2, 8, ["subtraction"])],
         ("solution", "2 + 3"): ["\\boxed{5}"],
@@ -131,8 +173,14 @@ class TestTrainer:
         assert metrics["efficient/cutoff_frac"] == 0.5  # the long rollouts of B hit their cap, the short ones not
         # Gated rows are out of the reward mean: B's rewards only (the 2 short rollouts are correct).
         assert metrics["reward"] == pytest.approx(0.5)
-        # The gated prompt's meta rollouts still train, scored against the gate's verdict (pass rate 1).
+        # Placeholders are out of the length metrics: B's 4 rollouts only (2 cut at 16 tokens, 2 short ones).
+        assert metrics["completions/max_length"] == 16 and metrics["completions/min_length"] > 1
+        assert metrics["completions/mean_length"] == pytest.approx(sum(lengths) / 4)
+        assert metrics["completions/clipped_ratio"] == 0.5
+        # The gated prompt's meta rollouts (rows 8-9) have no solution rollouts to be scored against: no loss.
         assert batch["is_meta"][8:10].all() and trainer._solution_stats[0] is None
+        assert batch["completion_mask"][8:10].sum() == 0 and batch["advantages"][8:10].abs().sum() == 0
+        assert batch["trained"].tolist() == [False] * 4 + [True] * 4 + [False] * 2 + [True] * 2
 
     def test_gated_rows_contribute_exactly_zero_gradient(self, tiny_model_dir, tmp_path):
         trainer, script, _ = efficient_trainer(tiny_model_dir, tmp_path)
@@ -180,3 +228,118 @@ class TestTrainer:
         assert last["efficient/gated_frac"] == 0.5
         assert last["efficient/solution_tokens_total"] > last["efficient/solution_tokens"] > 0
         assert math.isfinite(last["loss"])
+
+    def test_one_hinted_prompt_per_group(self, tiny_model_dir, tmp_path):
+        # Prompt B's meta rollouts name different notions: its 4 solution rows still share one hinted prompt, made of
+        # the notions most of them name, and every row was generated from that prompt.
+        trainer, _, tokenizer = efficient_trainer(tiny_model_dir, tmp_path, notion_hint_max_notions=1)
+        script = {
+            ("meta", "2 + 3"): [meta_text(8, 8, ["addition"])],
+            ("meta", "7 - 4"): [
+                meta_text(4, 8, ["subtraction", "borrowing"]),
+                meta_text(2, 8, ["counting", "borrowing"]),
+            ],
+            ("solution", "2 + 3"): ["\\boxed{5}"],
+            ("solution", "7 - 4"): ["\\boxed{3}"],
+        }
+        generation = ScriptedGeneration(tokenizer, script)
+        prompts_seen = []
+
+        def record(self, prompt_ids, *args, **kwargs):
+            prompts_seen.extend(tokenizer.batch_decode(prompt_ids, skip_special_tokens=True))
+            return generation(prompt_ids, *args, **kwargs)
+
+        trainer.model.train()
+        with patch.object(GRPOTrainer, "_generate_single_turn", record):
+            batch = trainer._generate_and_score_completions(inputs_of(trainer))
+        trained = tokenizer.batch_decode(batch["prompt_ids"][4:8], skip_special_tokens=True)
+        assert len(set(trained)) == 1 and "borrowing" in trained[0]
+        assert "subtraction" not in trained[0] and "counting" not in trained[0]
+        solution_prompts = [p for p in prompts_seen if "7 - 4" in p and "</meta>" not in p]
+        assert solution_prompts == trained  # generated from the prompt it is trained on
+
+    def test_all_gated_batch_gives_exactly_zero_gradient(self, tiny_model_dir, tmp_path):
+        script = {
+            ("meta", "2 + 3"): [meta_text(8, 8, ["addition"])],
+            ("meta", "7 - 4"): [meta_text(0, 8, ["subtraction"])],
+            ("solution", "2 + 3"): ["\\boxed{5}"],
+            ("solution", "7 - 4"): ["\\boxed{3}"],
+        }
+        trainer, generation, _ = efficient_trainer(tiny_model_dir, tmp_path, script=script)
+        trainer.model.train()
+        trainer.current_gradient_accumulation_steps = 1
+        with patch.object(GRPOTrainer, "_generate_single_turn", generation):
+            batch = trainer._generate_and_score_completions(inputs_of(trainer))
+        assert not batch["trained"].any() and batch["completion_mask"].sum() == 0
+        metrics = {k: v[-1] for k, v in trainer._metrics["train"].items()}
+        assert math.isnan(metrics["meta/reward"])  # no meta row was scored: none enters the meta reward metrics
+        trainer.model.zero_grad()
+        loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+        assert loss.item() == 0.0
+        assert all(p.grad is None or not p.grad.any() for p in trainer.model.parameters())
+
+    def test_audited_prompt_meta_rows_are_scored_against_its_real_rollouts(self, tiny_model_dir, tmp_path):
+        trainer, script, _ = efficient_trainer(tiny_model_dir, tmp_path, gating_audit_fraction=1.0)
+        trainer.model.train()
+        with patch.object(GRPOTrainer, "_generate_single_turn", script):
+            batch = trainer._generate_and_score_completions(inputs_of(trainer))
+        assert batch["trained"][8:10].all() and batch["completion_mask"][8:10].sum() > 0
+        # Prompt A's 4 plain rollouts are all correct and the meta rollouts said 8 of 8: difficulty reward 1.
+        rewards = trainer._meta_rewards_per_func[:2, trainer.meta_reward_func_names.index("difficulty_alignment_reward")]
+        assert rewards.tolist() == [1.0, 1.0]
+
+    @pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"])
+    def test_gated_rows_leave_every_loss_type_unchanged(self, tiny_model_dir, tmp_path, loss_type):
+        # The gradient of a batch with gated rows equals the gradient of the same batch without them (TRL's own
+        # loss on the smaller batch): per-sequence means (grpo, sapo, luspo) and dr_grpo's row count must not
+        # count the masked rows.
+        trainer, script, _ = efficient_trainer(tiny_model_dir, tmp_path, loss_type=loss_type)
+        trainer.model.train()
+        trainer.current_gradient_accumulation_steps = 1
+        with patch.object(GRPOTrainer, "_generate_single_turn", script):
+            batch = trainer._generate_and_score_completions(inputs_of(trainer))
+        assert not batch["trained"].all()
+        without = {k: v for k, v in select_rows(batch, batch["trained"]).items() if k != "trained"}
+
+        def grads(b):
+            trainer.model.zero_grad()
+            trainer.compute_loss(trainer.model, b).backward()
+            return [p.grad.clone() for p in trainer.model.parameters()]
+
+        for a, b in zip(grads(batch), grads(without), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+FOUR_PROBLEMS = {"Compute 2 + 3.": "5", "Compute 7 - 4.": "3", "Compute 1 + 1.": "2", "Compute 9 - 8.": "1"}
+
+
+def test_k_and_expert_bc_count_generation_steps(tiny_model_dir, tmp_path):
+    # steps_per_generation = 2 x gradient_accumulation_steps: every generation batch feeds two optimizer steps. k = 2
+    # means the third generation batch (optimizer step 4), and BC runs only once a batch's two steps are done.
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    args = make_config(
+        tmp_path, efficient_start_step=2, gating_audit_fraction=0.0, max_steps=6, steps_per_generation=2,
+        use_expert_bc=True, expert_buffer_size=1, expert_bc_steps=1, expert_min_notion_reward=0.0,
+    )  # fmt: skip
+    trainer = MASAGRPOTrainer(model=str(tiny_model_dir), args=args, train_dataset=masa_dataset(FOUR_PROBLEMS))
+    script = {
+        ("meta", p.split()[1]): [meta_text(4, 8, ["arithmetic"]), meta_text(2, 8, ["sums"])] for p in FOUR_PROBLEMS
+    }
+    script.update({("solution", p.split()[1]): ["\\boxed{" + a + "}", "No idea."] for p, a in FOUR_PROBLEMS.items()})
+    bc_steps = []
+    original = MASAGRPOTrainer._expert_bc_pass
+
+    def record_bc(self):
+        bc_steps.append(self.state.global_step)
+        original(self)
+
+    with (
+        patch.object(GRPOTrainer, "_generate_single_turn", ScriptedGeneration(tokenizer, script)),
+        patch.object(MASAGRPOTrainer, "_expert_bc_pass", record_bc),
+    ):
+        trainer.train()
+    assert trainer._generation_step == 3
+    active = [entry["efficient/active"] for entry in trainer.state.log_history if "efficient/active" in entry]
+    assert active == [0.0, 0.0, 1.0]  # generation batches 0, 1 plain; 2 (= k) planned
+    assert bc_steps == [2, 4, 6]  # after the second optimizer step of each generation batch, never in between

@@ -9,10 +9,12 @@ from masa_trl import MASAConfig
 CPU = dict(use_cpu=True, bf16=False, report_to="none")
 
 
-def test_is_a_grpo_config_with_paper_defaults(tmp_path):
+def test_is_a_grpo_config_with_masa_defaults(tmp_path):
     config = MASAConfig(output_dir=str(tmp_path), **CPU)
     assert isinstance(config, GRPOConfig)
-    assert config.num_meta_generations == 8
+    # M defaults to TRL's default G (8), so that a GRPO setup gains as many meta as solution rollouts; the paper uses
+    # G = M = 16, which its recipes set (tests/test_recipes.py).
+    assert config.num_meta_generations == config.num_generations == 8
     assert config.pass_rate_scale == 8
     assert config.difficulty_base == 0.01
     assert config.meta_loss_weight == 1.0
@@ -118,3 +120,21 @@ def test_eval_meta_rows_are_checked_only_when_evaluating(tmp_path, four_processe
     MASAConfig(**values)  # no evaluation: fine
     with pytest.raises(ValueError, match="per_device_eval_batch_size=1 times num_meta_generations"):
         MASAConfig(**values, eval_strategy="steps", eval_steps=1)
+
+
+def test_masa_efficient_rejects_colocated_tensor_parallelism(tmp_path):
+    # TRL gathers a tensor-parallel group's prompts before a colocated generate call: MASA-efficient's per-process
+    # plans (skipped rows, per-row caps) would not line up, and a rank with nothing to generate would hang the group.
+    # Rejected with the cutoff off too: gating alone leaves ranks with nothing to generate.
+    values = dict(use_vllm=True, vllm_mode="colocate", vllm_tensor_parallel_size=2, efficient_start_step=0)
+    for cutoff in (2.0, None):
+        with pytest.raises(ValueError, match="vllm_tensor_parallel_size=1"):
+            MASAConfig(output_dir=str(tmp_path), cutoff_factor=cutoff, **values, **CPU)
+    MASAConfig(output_dir=str(tmp_path), **{**values, "efficient_start_step": None}, **CPU)  # plain MASA is fine
+    MASAConfig(output_dir=str(tmp_path), **{**values, "vllm_mode": "server"}, **CPU)
+
+
+def test_notion_hint_size_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="notion_hint_max_notions"):
+        MASAConfig(output_dir=str(tmp_path), efficient_start_step=0, notion_hint_max_notions=0, **CPU)
+    MASAConfig(output_dir=str(tmp_path), efficient_start_step=0, notion_hint=False, notion_hint_max_notions=0, **CPU)

@@ -4,6 +4,7 @@ Colocate mode trains end to end. Server mode drives the real HTTP generation pat
 only the weight synchronisation, which needs NCCL and therefore CUDA, is stood in.
 """
 
+import itertools
 import os
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import torch
 from masa_scripts import cpu_config, masa_dataset
 
 from masa_trl import MASAGRPOTrainer
+from masa_trl.generation_metrics import sampling_metrics
 
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
@@ -190,7 +192,8 @@ def scripted_meta_then_real_solutions(tokenizer):
     """Meta rollouts are scripted (a random model writes no parsable prediction); solutions come from vLLM.
 
     Prompt "2 + 3": every meta rollout says "always solved" -> gated. Prompt "4 + 4": learnable, predicted length 3
-    -> its solution rollouts are capped at 6 tokens.
+    -> its solution rollouts are capped at 6 tokens. Its meta rollouts name different notions ("carry" and
+    "doubling" once each, "addition" in both), so the single hint of the group is "addition" (hint size 1).
     """
     from masa_scripts import meta_text
     from trl import GRPOTrainer
@@ -201,18 +204,38 @@ def scripted_meta_then_real_solutions(tokenizer):
         prompts = tokenizer.batch_decode(prompt_ids)
         if "</meta>" not in prompts[0]:
             return real(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
-        texts = [meta_text(8 if "2 + 3" in p else 4, 3, ["addition"]) for p in prompts]
+        extra = itertools.cycle([["carry"], ["doubling"]])
+        texts = [meta_text(8 if "2 + 3" in p else 4, 3, [*next(extra), "addition"]) for p in prompts]
         ids = [tokenizer(t, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for t in texts]
         return ids, [[-1.0] * len(x) for x in ids] if self.use_vllm else None
 
     return generate
 
 
-def check_efficient_batch(trainer, batch):
+def check_efficient_batch(trainer, batch, tokenizer, generated_prompts):
     lengths = batch["completion_mask"][~batch["is_meta"]].sum(1).tolist()
     assert lengths[:4] == [0, 0, 0, 0]  # gated prompt: placeholders, masked
     assert 0 < max(lengths[4:]) <= 6  # capped at 2 x 3 tokens by vLLM itself
-    assert trainer._metrics["train"]["efficient/skipped_frac"][-1] == 0.5
+    metrics = {name: values[-1] for name, values in trainer._metrics["train"].items()}
+    assert metrics["efficient/skipped_frac"] == 0.5
+    # One hinted prompt for the whole group, the one vLLM generated from: the most-named notion only.
+    trained = set(tokenizer.batch_decode(batch["prompt_ids"][4:8], skip_special_tokens=True))
+    assert len(trained) == 1
+    (prompt,) = trained
+    assert "addition" in prompt and "carry" not in prompt and "doubling" not in prompt
+    assert generated_prompts == [prompt]
+    # Placeholders are out of the length and importance-sampling metrics: the real rollouts only.
+    assert metrics["completions/min_length"] >= 1 and metrics["completions/max_length"] <= 6
+    solution = ~batch["is_meta"]
+    expected = sampling_metrics(
+        batch["old_per_token_logps"][solution],
+        batch["sampling_per_token_logps"][solution],
+        batch["importance_sampling_ratio"][solution],
+        batch["completion_mask"][solution],
+        gather=lambda t: t,
+    )
+    for name, value in expected.items():
+        assert metrics[name] == pytest.approx(value), name
 
 
 def test_colocate_mode_efficient_caps_per_request(tiny_model_dir, tmp_path, unpacked_cpu_linear_weights):
@@ -223,14 +246,27 @@ def test_colocate_mode_efficient_caps_per_request(tiny_model_dir, tmp_path, unpa
     trainer = MASAGRPOTrainer(
         model=str(tiny_model_dir),
         args=vllm_config(tmp_path, vllm_mode="colocate", vllm_gpu_memory_utilization=0.3, vllm_max_model_length=2048,
-                         efficient_start_step=0, gating_audit_fraction=0.0, shuffle_dataset=False),
+                         efficient_start_step=0, gating_audit_fraction=0.0, shuffle_dataset=False,
+                         meta_min_length=3, notion_hint_max_notions=1),
         train_dataset=masa_dataset(EFFICIENT_PROBLEMS),
     )  # fmt: skip
     trainer.model.train()
     inputs = [dict(example) for example in trainer.train_dataset for _ in range(4)]
-    with patch.object(GRPOTrainer, "_generate_single_turn", scripted_meta_then_real_solutions(tokenizer)):
+    llm, generated_prompts = trainer.vllm_generation.llm, []
+
+    def recording_generate(prompts, **kwargs):  # the prompts that reach the engine, one per request
+        generated_prompts.extend(tokenizer.decode(p["prompt_token_ids"], skip_special_tokens=True) for p in prompts)
+        return real_generate(prompts, **kwargs)
+
+    real_generate = llm.generate
+    with (
+        patch.object(GRPOTrainer, "_generate_single_turn", scripted_meta_then_real_solutions(tokenizer)),
+        patch.object(llm, "generate", recording_generate),
+    ):
         batch = trainer._generate_and_score_completions(inputs)
-    check_efficient_batch(trainer, batch)
+    # vLLM colocate gets one request per row (n = 1 per SamplingParams): the 4 rows of the learnable prompt.
+    assert len(generated_prompts) == 4 and len(set(generated_prompts)) == 1
+    check_efficient_batch(trainer, batch, tokenizer, generated_prompts[:1])
 
 
 def test_server_mode_efficient_sends_one_request_per_cap(tiny_model_dir, tmp_path, vllm_server):
@@ -242,8 +278,11 @@ def test_server_mode_efficient_sends_one_request_per_cap(tiny_model_dir, tmp_pat
     generate = VLLMClient.generate
     requests = []
 
+    server_prompts = []
+
     def recording_generate(self, prompts, **kwargs):
         requests.append((len(prompts), kwargs["n"], kwargs["max_tokens"]))
+        server_prompts.extend(prompts)
         return generate(self, prompts, **kwargs)
 
     with (
@@ -253,7 +292,8 @@ def test_server_mode_efficient_sends_one_request_per_cap(tiny_model_dir, tmp_pat
         trainer = MASAGRPOTrainer(
             model=str(tiny_model_dir),
             args=vllm_config(tmp_path, vllm_mode="server", vllm_server_base_url=vllm_server, efficient_start_step=0,
-                             gating_audit_fraction=0.0, shuffle_dataset=False),
+                             gating_audit_fraction=0.0, shuffle_dataset=False, meta_min_length=3,
+                             notion_hint_max_notions=1),
             train_dataset=masa_dataset(EFFICIENT_PROBLEMS),
         )  # fmt: skip
         trainer.model.train()
@@ -261,7 +301,8 @@ def test_server_mode_efficient_sends_one_request_per_cap(tiny_model_dir, tmp_pat
         inputs = [dict(example) for example in trainer.train_dataset for _ in range(4)]
         with patch.object(GRPOTrainer, "_generate_single_turn", scripted_meta_then_real_solutions(tokenizer)):
             batch = trainer._generate_and_score_completions(inputs)
-    check_efficient_batch(trainer, batch)
+    # TRL sends each group's prompt once (token ids): the hinted prompt the group is trained on.
+    check_efficient_batch(trainer, batch, tokenizer, tokenizer.batch_decode(server_prompts, skip_special_tokens=True))
     # Solutions: only the learnable prompt was requested, with n = G = 4 and its own cap; the meta rollouts were
     # scripted, so the server saw no meta request.
     assert requests == [(1, 4, 6)]
