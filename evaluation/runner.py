@@ -566,7 +566,10 @@ class Evaluator:
         def make_records(pairs):
             records = []
             for problem, idx, _ids, comp in pairs:
-                parsed = parse_meta_prediction(comp.text, pass_rate_scale=c.pass_rate_scale)
+                # The prompt asks for a length up to meta_max_length: above it is unparsable, as in training.
+                parsed = parse_meta_prediction(
+                    comp.text, pass_rate_scale=c.pass_rate_scale, max_length=c.meta_max_length
+                )
                 records.append(
                     {
                         "benchmark": spec.name,

@@ -338,8 +338,7 @@ class MASAGRPOTrainer(GRPOTrainer):
         device = batch["completion_mask"].device
         keep = torch.tensor(trains, dtype=torch.bool, device=device)
         batch["trained"] = keep
-        if keep.all():
-            return
+        # No early exit when every local row trains: another process may have untrained rows, and all must gather.
         batch["completion_mask"] = batch["completion_mask"] * keep.unsqueeze(1).to(batch["completion_mask"].dtype)
         batch["advantages"] = batch["advantages"] * keep
         batch["num_items_in_batch"] = self.accelerator.gather(batch["completion_mask"].sum()).sum()

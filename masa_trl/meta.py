@@ -81,7 +81,8 @@ class MetaPrediction:
         pass_rate (`float`):
             The predicted pass rate in [0, 1]: the predicted integer divided by the scale S.
         length (`int`):
-            The predicted solution length in tokens, positive, clamped to `max_length` when the parser got one.
+            The predicted solution length in tokens, positive, within `min_length..max_length` when the parser got
+            them (a length outside them gives no prediction at all).
         reasoning (`str` or `None`):
             The text between the first `<meta>` and the last `</meta>`, unmodified; `None` without both tags.
     """
@@ -309,7 +310,14 @@ def _last_meta_object(
     return None
 
 
-def parse_meta_prediction(text: str, pass_rate_scale: int = 8, max_length: int | None = None) -> MetaPrediction | None:
+def _check_length_bound(name: str, value) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}.")
+
+
+def parse_meta_prediction(
+    text: str, pass_rate_scale: int = 8, max_length: int | None = None, *, min_length: int | None = None
+) -> MetaPrediction | None:
     """
     Parse a meta rollout into a [`MetaPrediction`].
 
@@ -325,8 +333,11 @@ def parse_meta_prediction(text: str, pass_rate_scale: int = 8, max_length: int |
     - `pass_rate` and `solution_length` are integers, written as JSON integers, whole floats (`5.0`) or numeric
       strings (`"5"`); booleans are not numbers.
     - `pass_rate` must lie in `0..pass_rate_scale` and is returned divided by `pass_rate_scale`.
-    - `solution_length` must be positive. A length above `max_length` is clamped to `max_length` rather than rejected:
-      it is a well-formed prediction of a long solution, and the length reward judges it.
+    - `solution_length` must be positive, and within `min_length..max_length` (bounds included) when they are given.
+      A length outside that range is invalid, exactly like a pass rate outside `0..pass_rate_scale`: the prediction
+      is `None`, so it scores no meta reward and counts as a parse failure. It is never clamped: the meta prompt asks
+      for an integer in that range, and a clamped or out-of-range length would reach MASA-efficient's cutoff (a
+      prediction of 10 tokens would cut every solution at 20).
     - `math_notion` is a list of strings or one comma-separated string; notions are stripped and empty ones dropped.
       An empty list is valid.
 
@@ -338,15 +349,21 @@ def parse_meta_prediction(text: str, pass_rate_scale: int = 8, max_length: int |
         pass_rate_scale (`int`, *optional*, defaults to `8`):
             The scale S of the predicted pass rate, as given to [`~masa_trl.templates.meta_prompt`].
         max_length (`int` or `None`, *optional*, defaults to `None`):
-            If given, predicted lengths above it are clamped to it.
+            If given, a positive integer: predicted lengths above it make the prediction invalid. The trainer passes
+            `max_completion_length`.
+        min_length (`int` or `None`, *optional*, defaults to `None`):
+            If given, a positive integer at most `max_length`: predicted lengths below it make the prediction invalid.
+            The trainer passes `meta_min_length`.
 
     Returns:
         [`MetaPrediction`] or `None`: The prediction, or `None` when there is no valid one.
     """
     if isinstance(pass_rate_scale, bool) or not isinstance(pass_rate_scale, int) or pass_rate_scale < 1:
         raise ValueError(f"`pass_rate_scale` must be a positive integer, got {pass_rate_scale!r}.")
-    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
-        raise ValueError(f"`max_length` must be a positive integer or None, got {max_length!r}.")
+    _check_length_bound("max_length", max_length)
+    _check_length_bound("min_length", min_length)
+    if min_length is not None and max_length is not None and min_length > max_length:
+        raise ValueError(f"`min_length` ({min_length}) must not exceed `max_length` ({max_length}).")
     if not isinstance(text, str):
         return None
 
@@ -366,10 +383,10 @@ def parse_meta_prediction(text: str, pass_rate_scale: int = 8, max_length: int |
     length = _as_integer(obj[LENGTH_KEY])
     if notions is None or pass_rate is None or length is None:
         return None
-    if not 0 <= pass_rate <= pass_rate_scale or length < 1:
+    if not 0 <= pass_rate <= pass_rate_scale or length < (min_length or 1):
         return None
-    if max_length is not None:
-        length = min(length, max_length)
+    if max_length is not None and length > max_length:
+        return None
     return MetaPrediction(notions=notions, pass_rate=pass_rate / pass_rate_scale, length=length, reasoning=reasoning)
 
 

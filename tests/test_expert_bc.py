@@ -1,7 +1,10 @@
 import json
+from fractions import Fraction
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from masa_scripts import ScriptedGeneration, masa_dataset, meta_text
 from test_masa_trainer import PROBLEMS, batch_inputs, make_config
 from transformers import AutoTokenizer
@@ -17,13 +20,24 @@ def stats(correct, lengths, solutions=None):
     return SolutionStats(correct=correct, lengths=lengths, solutions=solutions, problem="What is 2 + 3?")
 
 
+def pred(notions, reasoning="r"):
+    """A parsed meta rollout; `reasoning=None` is one whose text lacks the `<meta>` tags."""
+    return MetaPrediction(tuple(notions), 0.5, 10, reasoning=reasoning)
+
+
+def pass_rate_label(prompt_stats, scale):
+    """The integer pass rate that `expert_text` writes."""
+    text = expert_text(MetaPrediction(("x",), 0.5, 10, reasoning="r"), prompt_stats, pass_rate_scale=scale)
+    return json.loads(text.split("</meta>\n", 1)[1])["pass_rate"]
+
+
 class TestSelection:
     def test_best_notion_reward_wins_and_ties_go_to_total_reward(self):
         prompt_stats = [stats([True, False], [10, 20])]
         predictions = [
-            MetaPrediction(("parity",), 0.5, 10),  # notion reward 0
-            MetaPrediction(("addition",), 0.5, 10),  # notion reward 1, total 0.4
-            MetaPrediction(("addition",), 0.5, 10),  # notion reward 1, total 0.9: wins the tie
+            pred(["parity"]),  # notion reward 0
+            pred(["addition"]),  # notion reward 1, total 0.4
+            pred(["addition"]),  # notion reward 1, total 0.9: wins the tie
             None,
         ]
         choices = select_experts(predictions, [1.0, 0.4, 0.9, 1.0], [0, 0, 0, 0], prompt_stats, 0.2)
@@ -31,9 +45,49 @@ class TestSelection:
 
     def test_minimum_notion_reward_and_unscorable_prompts(self):
         prompt_stats = [stats([True, False], [10, 20]), None]
-        predictions = [MetaPrediction(("parity",), 0.5, 10), MetaPrediction(("addition",), 0.5, 10)]
+        predictions = [pred(["parity"]), pred(["addition"])]
         assert select_experts(predictions, [1.0, 1.0], [0, 1], prompt_stats, 0.2) == []
         assert len(select_experts(predictions, [1.0, 1.0], [0, 1], prompt_stats, 0.0)) == 1
+
+    def test_rollouts_without_reasoning_are_never_experts(self):
+        prompt_stats = [stats([True, False], [10, 20]), stats([True, False], [10, 20])]
+        predictions = [
+            pred(["addition"], reasoning=None),  # prompt 0, best notion and total reward, but bare JSON
+            pred(["addition"]),  # prompt 0, best notion reward, lower total: chosen
+            pred(["addition"], reasoning=None),  # prompt 1: no rollout with reasoning, so no expert
+            pred(["addition"], reasoning=None),
+            None,
+        ]
+        totals = [1.0, 0.5, 1.0, 0.9, 1.0]
+        index = [0, 0, 1, 1, 1]
+        choices = select_experts(predictions, totals, index, prompt_stats, 0.2)
+        assert [(c.prompt_index, c.row, c.notion_reward) for c in choices] == [(0, 1, 1.0)]
+        assert select_experts(predictions, totals, index, prompt_stats, 0.2, require_reasoning=True) == choices
+
+    def test_reasoning_beats_a_higher_notion_reward_without_it(self):
+        prompt_stats = [stats([True, False], [10, 20])]
+        predictions = [pred(["addition"], reasoning=None), pred(["addition", "parity"])]  # notion rewards 1 and 1/2
+        [choice] = select_experts(predictions, [1.0, 1.0], [0, 0], prompt_stats, 0.2)
+        assert (choice.row, choice.notion_reward) == (1, 0.5)
+
+    def test_empty_reasoning_counts_as_reasoning(self):
+        prompt_stats = [stats([True, False], [10, 20])]
+        [choice] = select_experts([pred(["addition"], reasoning="")], [1.0], [0], prompt_stats, 0.2)
+        assert choice.row == 0
+
+    def test_without_required_reasoning_bare_json_can_be_an_expert(self):
+        # The CPU demo's template asks for bare JSON on purpose: the trainer passes require_reasoning=False there.
+        prompt_stats = [stats([True, False], [10, 20]), stats([True, False], [10, 20])]
+        predictions = [pred(["addition"], reasoning=None), pred(["addition"]), pred(["addition"], reasoning=None)]
+        choices = select_experts(predictions, [1.0, 0.5, 1.0], [0, 0, 1], prompt_stats, 0.2, require_reasoning=False)
+        assert [(c.prompt_index, c.row) for c in choices] == [(0, 0), (1, 2)]
+
+    def test_expert_text_keeps_the_template(self):
+        # What is cloned is what was chosen: with reasoning required, every expert text opens with <meta>.
+        prompt_stats = [stats([True, False], [10, 20])]
+        predictions = [pred(["addition"], reasoning=None), pred(["addition"], reasoning="why")]
+        [choice] = select_experts(predictions, [1.0, 0.5], [0, 0], prompt_stats, 0.2)
+        assert expert_text(predictions[choice.row], prompt_stats[0], 8).startswith("<meta>why</meta>\n")
 
 
 class TestRewrite:
@@ -53,12 +107,60 @@ class TestRewrite:
         parsed = parse_meta_prediction(text)
         assert parsed.pass_rate == 0.0 and parsed.length == 20  # mean length of all rollouts
 
+    @pytest.mark.parametrize(
+        "k, label",
+        [(0, 0), (1, 1), (2, 1), (3, 2), (5, 3), (7, 4), (8, 4), (9, 5), (11, 6), (13, 7), (15, 7), (16, 8)],
+    )
+    def test_pass_rate_label_rounds_half_up_and_keeps_mixed_prompts_off_the_ends(self, k, label):
+        # G = 16, S = 8: k/16 * 8 = k/2. Banker's rounding gave 1/16 -> 0 and 15/16 -> 8 (read by MASA-efficient's
+        # gate as "unsolvable" and "trivial" although the prompt has reward variance); 3/16 -> 2 (half up, not even).
+        prompt_stats = stats([True] * k + [False] * (16 - k), [10] * 16)
+        assert pass_rate_label(prompt_stats, 8) == label
+        assert parse_meta_prediction(expert_text(pred(["x"]), prompt_stats, 8)).pass_rate == label / 8
+
+    def test_truthy_scores_count_as_correct(self):
+        assert pass_rate_label(stats([1.0, 0.0, 1.0, 1.0], [1, 2, 3, 4]), 8) == 6
+
+    def test_scale_one_cannot_keep_mixed_prompts_off_the_ends(self):
+        # With S = 1 there is no label strictly between 0 and S: plain half-up rounding.
+        assert [pass_rate_label(stats([True] * k + [False] * (4 - k), [1] * 4), 1) for k in range(5)] == [
+            0,
+            0,
+            1,
+            1,
+            1,
+        ]
+
     def test_buffer_state_round_trip(self):
         buffer = ExpertBuffer()
         buffer.add([1, 2], [3, 4, 5])
         restored = ExpertBuffer()
         restored.load_state_dict(json.loads(json.dumps(buffer.state_dict())))
         assert restored.examples == buffer.examples
+
+
+@settings(max_examples=300, deadline=None)
+@given(num_rollouts=st.integers(2, 32), scale=st.integers(2, 16), data=st.data())
+def test_pass_rate_label_property(num_rollouts, scale, data):
+    k = data.draw(st.integers(0, num_rollouts))
+    prompt_stats = stats([True] * k + [False] * (num_rollouts - k), [10] * num_rollouts)
+    label = pass_rate_label(prompt_stats, scale)
+    exact = Fraction(k * scale, num_rollouts)
+    assert isinstance(label, int) and 0 <= label <= scale
+    if k == 0:
+        assert label == 0
+    elif k == num_rollouts:
+        assert label == scale
+    else:
+        assert 1 <= label <= scale - 1
+        # Half up, then moved off the ends: the nearest label in 1..S-1, halves going up.
+        nearest = int(exact + Fraction(1, 2))  # floor, exact for a non-negative Fraction
+        assert label == min(max(nearest, 1), scale - 1)
+        assert abs(label - exact) <= Fraction(1, 2) or label in (1, scale - 1)
+    # Monotone in k: more correct rollouts never get a lower label.
+    if k < num_rollouts:
+        more = stats([True] * (k + 1) + [False] * (num_rollouts - k - 1), [10] * num_rollouts)
+        assert pass_rate_label(more, scale) >= label
 
 
 def bc_script(tokenizer):
@@ -168,3 +270,30 @@ class TestTrainerPass:
 def test_config_rejects_a_zero_learning_rate(tmp_path):
     with pytest.raises(ValueError, match="expert_bc_learning_rate"):
         MASAConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, use_expert_bc=True, expert_bc_learning_rate=0.0)
+
+
+def _nll_at(model, example, temperature):
+    """Token-mean -log pi(completion | prompt) from the model's plain logits divided by `temperature`."""
+    ids = torch.tensor([example["prompt_ids"] + example["completion_ids"]])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, :-1].float() / temperature
+    targets = ids[0, 1:]
+    logps = torch.log_softmax(logits, dim=-1).gather(1, targets[:, None])[:, 0]
+    return -logps[len(example["prompt_ids"]) - 1 :].mean().item()
+
+
+def test_bc_loss_is_computed_at_temperature_one(tiny_model_dir, tmp_path):
+    # The BC loss is -log pi_theta (paper eq. 5), whatever the sampling temperature that TRL's fused LM head uses.
+    trainer = bc_trainer(tiny_model_dir, tmp_path, temperature=0.5, expert_bc_steps=1, expert_bc_learning_rate=1e-9)
+    example = {"prompt_ids": [5, 6, 7, 8], "completion_ids": [9, 10, 11, trainer.processing_class.eos_token_id]}
+    trainer.expert_buffer.add(example["prompt_ids"], example["completion_ids"])
+    trainer.create_optimizer_and_scheduler(num_training_steps=1)
+    model = trainer.model
+    untempered, tempered = _nll_at(model, example, 1.0), _nll_at(model, example, 0.5)
+    assert abs(untempered - tempered) > 1e-3  # the test can tell the two apart
+    trainer._expert_bc_pass()
+    assert trainer._metrics["train"]["bc/loss_before"][-1] == pytest.approx(untempered, rel=1e-4)
+    # The RL log-probabilities are tempered again after the pass.
+    ids = torch.tensor([example["prompt_ids"] + example["completion_ids"]])
+    logps, _, _ = trainer._get_per_token_logps_and_entropies(model, ids, torch.ones_like(ids), logits_to_keep=4)
+    assert -logps.mean().item() == pytest.approx(_nll_at(model, example, 0.5), rel=1e-4)

@@ -106,10 +106,33 @@ class TestValues:
         assert parse_meta_prediction(_with(pass_rate=12), pass_rate_scale=16).pass_rate == 0.75
         assert parse_meta_prediction(_with(pass_rate=12)) is None
 
-    def test_length_above_max_length_is_clamped(self):
-        assert parse_meta_prediction(_with(solution_length=20000), max_length=8192).length == 8192
+    def test_length_above_max_length_is_invalid(self):
+        # Out of range is unparsable, exactly like an out-of-range pass rate: no clamping.
+        assert parse_meta_prediction(_with(solution_length=20000), max_length=8192) is None
+        assert parse_meta_prediction(_with(solution_length=8193), max_length=8192) is None
         assert parse_meta_prediction(_with(solution_length=20000)).length == 20000
         assert parse_meta_prediction(_with(solution_length=100), max_length=8192).length == 100
+
+    def test_length_below_min_length_is_invalid(self):
+        # A prediction of 10 tokens would make MASA-efficient cut every solution at 20 tokens.
+        assert parse_meta_prediction(_with(solution_length=10), min_length=128) is None
+        assert parse_meta_prediction(_with(solution_length=127), min_length=128, max_length=8192) is None
+        assert parse_meta_prediction(_with(solution_length=10)).length == 10
+
+    @pytest.mark.parametrize("length", [128, 129, 8191, 8192])
+    def test_lengths_within_and_at_the_bounds_are_accepted(self, length):
+        prediction = parse_meta_prediction(_with(solution_length=length), min_length=128, max_length=8192)
+        assert prediction.length == length
+
+    def test_a_single_allowed_length(self):
+        assert parse_meta_prediction(_with(solution_length=64), min_length=64, max_length=64).length == 64
+        assert parse_meta_prediction(_with(solution_length=63), min_length=64, max_length=64) is None
+        assert parse_meta_prediction(_with(solution_length=65), min_length=64, max_length=64) is None
+
+    def test_out_of_range_last_object_does_not_fall_back_to_earlier_one(self):
+        text = f"{_with(solution_length=300)} {_with(solution_length=5)}"
+        assert parse_meta_prediction(text, min_length=16) is None
+        assert parse_meta_prediction(text).length == 5
 
     @pytest.mark.parametrize(
         "value, expected",
@@ -178,10 +201,29 @@ class TestValues:
         assert parse_meta_prediction(None) is None
         assert parse_meta_prediction(b'{"math_notion": [], "pass_rate": 1, "solution_length": 2}') is None
 
-    @pytest.mark.parametrize("kwargs", [{"pass_rate_scale": 0}, {"pass_rate_scale": True}, {"max_length": 0}])
-    def test_bad_arguments_raise(self, kwargs):
-        with pytest.raises(ValueError):
+    @pytest.mark.parametrize(
+        "kwargs, name",
+        [
+            ({"pass_rate_scale": 0}, "pass_rate_scale"),
+            ({"pass_rate_scale": True}, "pass_rate_scale"),
+            ({"max_length": 0}, "max_length"),
+            ({"max_length": True}, "max_length"),
+            ({"max_length": 8.0}, "max_length"),
+            ({"min_length": 0}, "min_length"),
+            ({"min_length": -1}, "min_length"),
+            ({"min_length": True}, "min_length"),
+            ({"min_length": 4.0}, "min_length"),
+            ({"min_length": "4"}, "min_length"),
+            ({"min_length": 129, "max_length": 128}, "min_length"),
+        ],
+    )
+    def test_bad_arguments_raise(self, kwargs, name):
+        with pytest.raises(ValueError, match=f"`{name}`"):
             parse_meta_prediction(COMPACT, **kwargs)
+
+    def test_bad_arguments_raise_even_for_non_string_text(self):
+        with pytest.raises(ValueError, match="`min_length`"):
+            parse_meta_prediction(None, min_length=0)
 
 
 class TestAuthorsDefects:
@@ -293,6 +335,10 @@ def test_never_raises_on_json_like_junk(text):
     prediction = parse_meta_prediction(text, max_length=100)
     if prediction is not None:
         assert 0 <= prediction.pass_rate <= 1 and 1 <= prediction.length <= 100
+        assert prediction == parse_meta_prediction(text)  # the range only rejects, it never changes a value
+    prediction = parse_meta_prediction(text, min_length=3, max_length=5)
+    if prediction is not None:
+        assert 3 <= prediction.length <= 5
         assert all(isinstance(notion, str) and notion for notion in prediction.notions)
 
 
@@ -327,6 +373,27 @@ def test_any_json_dumps_layout_round_trips(
     assert prediction.length == length
     if meta:
         assert prediction.reasoning == reasoning
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    length=st.integers(1, 300),
+    min_length=st.one_of(st.none(), st.integers(1, 200)),
+    span=st.one_of(st.none(), st.integers(0, 100)),
+    meta=st.booleans(),
+)
+def test_length_range_accepts_exactly_the_lengths_inside_it(length, min_length, span, meta):
+    max_length = None if span is None else (min_length or 1) + span
+    text = _with(solution_length=length)
+    if meta:
+        text = f"<meta>r</meta>\n{text}"
+    prediction = parse_meta_prediction(text, min_length=min_length, max_length=max_length)
+    inside = (min_length is None or length >= min_length) and (max_length is None or length <= max_length)
+    if inside:
+        assert prediction == parse_meta_prediction(text)
+        assert prediction.length == length
+    else:
+        assert prediction is None
 
 
 @settings(max_examples=100, deadline=None)

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from masa_trl import rewards
 from masa_trl.meta import MetaPrediction, parse_meta_prediction
+from masa_trl.meta_rewards import default_meta_reward_funcs
 from masa_trl.rewards import (
     MetaReward,
     NotionMatcher,
@@ -225,6 +226,30 @@ class TestMetaReward:
     def test_unparsable_prediction_scores_zero(self):
         assert meta_reward(None, _stats()) == MetaReward(0.0, 0.0, 0.0, 0.0)
         assert meta_reward(parse_meta_prediction("{'math_notion': []}"), _stats()).total == 0.0
+
+    @pytest.mark.parametrize("length, in_range", [(10, False), (127, False), (4097, False), (128, True), (400, True)])
+    def test_out_of_range_length_scores_zero(self, length, in_range):
+        # The trainer parses with the meta prompt's range (meta_min_length..max_completion_length): a length outside it
+        # is unparsable, so every component scores 0, as for broken JSON. Inside it, the pass rate and the notion are
+        # exact (difficulty and notion 1) and only the length decides its own component.
+        text = f'<meta>r</meta>\n{{"math_notion": ["Vieta\'s formulas"], "pass_rate": 4, "solution_length": {length}}}'
+        prediction = parse_meta_prediction(text, pass_rate_scale=8, max_length=4096, min_length=128)
+        stats = _stats()
+        expected_length = float(in_range and 300 <= length <= 500)
+        expected = [expected_length, 1.0, 1.0] if in_range else [0.0, 0.0, 0.0]
+        # Through the trainer's TRL-style reward callables...
+        funcs = default_meta_reward_funcs()
+        scores = [func([text], meta_prediction=[prediction], solution_stats=[stats])[0] for func in funcs]
+        assert scores == expected
+        # ...and through `meta_reward`.
+        assert meta_reward(prediction, stats).total == pytest.approx(sum(expected) / 3)
+        assert (prediction is None) == (not in_range)
+
+    def test_length_above_max_length_is_not_clamped_into_a_reward(self):
+        # A clamped 400 -> 256 used to keep the difficulty and notion rewards (total 2/3); now it scores 0.
+        text = '{"math_notion": ["Vieta\'s formulas"], "pass_rate": 4, "solution_length": 400}'
+        assert meta_reward(parse_meta_prediction(text), _stats()).total == pytest.approx(1.0)
+        assert meta_reward(parse_meta_prediction(text, max_length=256), _stats()) == MetaReward(0.0, 0.0, 0.0, 0.0)
 
     def test_no_correct_rollout(self):
         stats = SolutionStats(correct=[False] * 4, lengths=LENGTHS, solutions=SOLUTIONS, problem=PROBLEM)

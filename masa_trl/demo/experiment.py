@@ -24,7 +24,10 @@ DEMO_DEFAULTS = dict(
     num_generations=8,  # G
     num_meta_generations=8,  # M
     max_completion_length=48,  # a meta JSON is 22-40 tokens, a solution 6-8
-    meta_min_length=4,
+    # The meta prompt ("Predict: {problem}") states no range, and predictions outside meta_min_length..
+    # max_completion_length are unparsable: 1 accepts every length the warm start (4..16) and the tokenizer's corpus
+    # (1..48) hold, and matches the held-out evaluation's parser.
+    meta_min_length=1,
     meta_prompt_template=META_TEMPLATE,  # "Predict: {problem}", what the warm start trained
     meta_system_prompt="",  # no system message, as in the warm start
     temperature=1.0,

@@ -310,7 +310,8 @@ def evaluate_heldout(
             len(ids) for ids, c in zip(solution_ids[k0 : k0 + num_solution_samples], correct, strict=True) if c
         ]
         predictions = [
-            parse_meta_prediction(text, pass_rate_scale=pass_rate_scale, max_length=max_new_tokens)
+            # The trainer's range with the demo's meta_min_length of 1: lengths 1..max_completion_length.
+            parse_meta_prediction(text, pass_rate_scale=pass_rate_scale, max_length=max_new_tokens, min_length=1)
             for text in meta_texts[m0 : m0 + num_meta_samples]
         ]
         parsed = [p for p in predictions if p is not None]
