@@ -286,7 +286,9 @@ class TestTrainer:
             batch = trainer._generate_and_score_completions(inputs_of(trainer))
         assert batch["trained"][8:10].all() and batch["completion_mask"][8:10].sum() > 0
         # Prompt A's 4 plain rollouts are all correct and the meta rollouts said 8 of 8: difficulty reward 1.
-        rewards = trainer._meta_rewards_per_func[:2, trainer.meta_reward_func_names.index("difficulty_alignment_reward")]
+        rewards = trainer._meta_rewards_per_func[
+            :2, trainer.meta_reward_func_names.index("difficulty_alignment_reward")
+        ]
         assert rewards.tolist() == [1.0, 1.0]
 
     @pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"])
