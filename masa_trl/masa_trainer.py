@@ -599,6 +599,17 @@ class MASAGRPOTrainer(GRPOTrainer):
             _merge_completion_logs(self._logs, meta_logs)
         return predictions, prompt_index
 
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """TRL's logging, without the metrics that had no defined value since the last log.
+
+        TRL logs a metric whose values are all NaN (e.g. the meta metrics while nothing parses, `bc/*` before any
+        expert) as `None`, which TensorBoard drops with a warning at every step; such a metric is left out instead.
+        """
+        metrics = self._metrics["train" if self.model.training else "eval"]
+        for key in [key for key, values in metrics.items() if all(math.isnan(v) for v in values)]:
+            del metrics[key]
+        super().log(logs, start_time)
+
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
         """TRL's model card, plus a section naming MASA and the paper, the MASA config and the final meta metrics."""
         super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
@@ -870,6 +881,11 @@ def _prepare_dataset(dataset, required: list[str], name: str):
             f"{name} lacks the column(s) {missing} that MASA needs; it has {sorted(columns)}. Rename the columns "
             "(dataset.rename_column) so that the problem text is in 'problem' and the gold answer in 'answer'."
         )
+    if isinstance(dataset, Dataset) and len(dataset) == 0:
+        raise ValueError(
+            f"{name} is empty: training would run 0 steps. Check the split and any filter applied to it (e.g. the "
+            "prompt-length filter of masa_trl.data.prepare_problems)."
+        )
     if "prompt" in columns:
         return dataset
     return dataset.map(lambda example: {"prompt": solution_prompt(example["problem"])})
@@ -888,14 +904,18 @@ def _completion_logs() -> dict:
 
 
 def _merge_completion_logs(logs: dict, meta_logs: dict) -> None:
-    """Append the meta rows to the completion table, padding the columns one kind of row lacks with `None`."""
+    """Append the meta rows to the completion table, padding the columns one kind of row lacks.
+
+    Reward columns are padded with NaN, TRL's own value for a reward that does not apply (its table formats rewards
+    as numbers, so `None` would crash it); extra columns with `None`.
+    """
     num_solution, num_meta = len(logs["prompt"]), len(meta_logs["prompt"])
     logs["extra"]["kind"].extend(["solution"] * num_solution)
     meta_logs["extra"]["kind"].extend(["meta"] * num_meta)
     for key in ("prompt", "completion", "advantages"):
         logs[key].extend(meta_logs[key])
-    for group in ("rewards", "extra"):
-        for column in set(logs[group]) | set(meta_logs[group]):
+    for group, missing in (("rewards", math.nan), ("extra", None)):
+        for column in sorted(set(logs[group]) | set(meta_logs[group])):
             if column not in logs[group]:
-                logs[group][column].extend([None] * num_solution)
-            logs[group][column].extend(meta_logs[group].get(column, [None] * num_meta))
+                logs[group][column].extend([missing] * num_solution)
+            logs[group][column].extend(meta_logs[group].get(column, [missing] * num_meta))

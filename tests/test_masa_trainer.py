@@ -1,4 +1,5 @@
 import math
+from unittest.mock import patch
 
 import pytest
 import torch
@@ -123,7 +124,8 @@ class TestExactness:
         columns += list(logs["extra"].values())
         assert {len(c) for c in columns} == {12}
         assert list(logs["extra"]["pred_pass_rate"])[8:] == [0.5, None, 0.0, 1.0]
-        assert list(logs["rewards"]["math_accuracy_reward"])[8:] == [None] * 4
+        # NaN, TRL's value for a reward that does not apply: its rich table formats rewards as numbers.
+        assert all(math.isnan(v) for v in list(logs["rewards"]["math_accuracy_reward"])[8:])
 
     def test_loss_is_computed_on_joined_batch(self, scripted_trainer):
         trainer, _ = scripted_trainer
@@ -337,3 +339,61 @@ def test_meta_metrics_reach_tensorboard(tiny_model_dir, tmp_path):
     for key in ("meta/reward", "meta/pass_rate_abs_error", "meta/parse_failure_rate"):
         assert f"train/{key}" in scalars, scalars
     assert events.Scalars("train/meta/parse_failure_rate")[-1].value == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("rich", [True, False])
+def test_log_completions_prints_both_kinds_of_row(tiny_model_dir, tmp_path, rich):
+    # The table is printed at each log step when rich is installed; the meta rows lack the solution rewards and the
+    # solution rows the meta rewards, which used to be None and crashed rich's number formatting.
+    import trl.trainer.grpo_trainer as grpo_module
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    script, _ = script_for(tokenizer)
+    trainer = MASAGRPOTrainer(
+        model=str(tiny_model_dir),
+        args=make_config(tmp_path, max_steps=1, log_completions=True),
+        train_dataset=masa_dataset(PROBLEMS),
+    )
+    trainer._generate_single_turn = ScriptedGeneration(tokenizer, script)
+    printed = []
+    real_print = grpo_module.print_prompt_completions_sample
+
+    def recording_print(*args, **kwargs):
+        printed.append(kwargs.get("extra", {}).get("kind"))
+        return real_print(*args, **kwargs)
+
+    with (
+        patch.object(grpo_module, "is_rich_available", lambda: rich),
+        patch.object(grpo_module, "print_prompt_completions_sample", recording_print),
+    ):
+        trainer.train()
+    assert trainer.state.global_step == 1
+    if rich:
+        assert printed and all(set(kinds) == {"solution", "meta"} for kinds in printed)
+    else:
+        assert printed == []
+
+
+def test_empty_dataset_fails_at_construction(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="train_dataset is empty"):
+        MASAGRPOTrainer(
+            model=str(tiny_model_dir), args=make_config(tmp_path), train_dataset=masa_dataset({}).select([])
+        )
+
+
+def test_undefined_metrics_are_left_out_of_the_logs(tiny_model_dir, tmp_path):
+    # Nothing parses: the meta alignment metrics have no value. They must not reach the loggers as None.
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    script, _ = script_for(tokenizer)
+    for key in list(script):
+        if key[0] == "meta":
+            script[key] = ["not a prediction"]
+    trainer = MASAGRPOTrainer(
+        model=str(tiny_model_dir), args=make_config(tmp_path, max_steps=1), train_dataset=masa_dataset(PROBLEMS)
+    )
+    trainer._generate_single_turn = ScriptedGeneration(tokenizer, script)
+    trainer.train()
+    (entry,) = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert entry["meta/parse_failure_rate"] == 1.0
+    assert "meta/pass_rate_abs_error" not in entry
+    assert all(value is not None for value in entry.values())

@@ -39,7 +39,7 @@ def main(model_dir: str, output_file: str) -> None:
     for problem, answer in problems.items():
         marker = problem.removeprefix("Compute ").removesuffix(".")
         script[("solution", marker)] = [f"\\boxed{{{answer if rank == 0 else 0}}}"]
-        script[("meta", marker)] = [meta_text(4, 5, ["addition"]), meta_text(4, 5, ["sum"])]
+        script[("meta", marker)] = [meta_text(4, 8, ["addition"]), meta_text(4, 8, ["sum"])]
     trainer._generate_single_turn = ScriptedGeneration(tokenizer, script)
 
     meta_rewards = []
