@@ -11,6 +11,7 @@ python -m evaluation list
 import argparse
 import logging
 import sys
+import textwrap
 from pathlib import Path
 
 from evaluation.benchmarks import (
@@ -33,6 +34,27 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in the help, in words for on/off flags.
+
+    argparse would print "(default: True)" after `--no-chat-template`, which reads as if the flag were on by default;
+    the feature is, the flag is not. Lines are not broken at hyphens, so that flag names stay whole.
+    """
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.nargs == 0 and isinstance(action.const, bool) and "%(default)" not in text:
+            if action.const is False:  # store_false: the feature is on unless the flag is given
+                flag = next((o for o in action.option_strings if o.startswith("--no-")), action.option_strings[0])
+                feature = flag.removeprefix("--no-").replace("-", " ")
+                return f"{text} (default: {feature} on; {flag} turns it off)".lstrip()
+            return f"{text} (default: off)".lstrip()
+        return super()._get_help_string(action)
+
+    def _split_lines(self, text, width):
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="masa-eval",
@@ -40,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         "samples) and unbiased pass@k, optional meta-awareness evaluation. Defaults follow the MASA paper: n = 32, "
         "temperature 0.6, top-p 1.0, 16384 new tokens, chat template applied. Other commands: "
         "`masa-eval compare RUN_DIR ...` (Table 1 for several runs), `masa-eval list` (known benchmarks).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--model", required=True, help="model directory or Hugging Face Hub id")
     parser.add_argument(
@@ -57,7 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--temperature", type=float, default=0.6)
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--top-k", type=int, default=-1, help="-1 disables top-k")
-    g.add_argument("--max-new-tokens", type=int, default=16384)
+    g.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=16384,
+        help="new tokens per sample; capped, with a warning, to what the model's context leaves after the longest "
+        "prompt",
+    )
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--k", type=_int_list, default=(1, 32), help="pass@k values (those > n are skipped)")
 
@@ -140,9 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = parser.add_argument_group("run")
     g.add_argument("--compare", nargs="+", default=[], metavar="RUN", help="earlier runs to put in the table")
-    g.add_argument("--no-progress", dest="progress", action="store_false")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     g.add_argument("--overwrite", action="store_true", help="discard the records of an earlier run of this name")
-    g.add_argument("-v", "--verbose", action="store_true")
+    g.add_argument("-v", "--verbose", action="store_true", help="log progress details; show tracebacks of errors")
     return parser
 
 
@@ -247,7 +275,7 @@ def compare_main(argv: list[str]) -> int:
     parser.add_argument("--metrics", default=None, help="e.g. pass@1,pass@32 (default: all available)")
     parser.add_argument("--output", default=None, help="also write the table to this file")
     args = parser.parse_args(argv)
-    from evaluation.report import describe_run, load_summary, markdown_table
+    from evaluation.report import describe_runs, load_summary, markdown_table
 
     summaries = [load_summary(path) for path in args.runs]
     names = args.names.split(",") if args.names else None
@@ -255,7 +283,7 @@ def compare_main(argv: list[str]) -> int:
         parser.error(f"{len(names)} names for {len(summaries)} runs")
     metrics = args.metrics.split(",") if args.metrics else None
     table = markdown_table(summaries, scorer=args.scorer, metrics=metrics, names=names)
-    text = describe_run(summaries[0], args.scorer) + "\n\n" + table
+    text = describe_runs(summaries, args.scorer, names=names) + "\n\n" + table
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     print(text)

@@ -6,9 +6,13 @@ the same tokens) and return, per request, `n` [`Completion`]s with their text, t
 """
 
 import importlib.util
+import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 
 logger = logging.getLogger(__name__)
@@ -45,16 +49,126 @@ class Completion:
 
 
 class Backend:
-    """Interface: `generate(requests, sampling)` returns one list of `request.n` completions per request."""
+    """Interface: `generate(requests, sampling)` returns one list of `request.n` completions per request.
+
+    `max_context` is the model's context in tokens (prompt and completion together) where the backend knows it: the
+    run caps each request's new tokens to what its prompt leaves of it.
+    """
 
     name = "base"
     tokenizer = None
+    max_context: int | None = None
 
     def generate(self, requests: Sequence[GenerationRequest], sampling: SamplingConfig) -> list[list[Completion]]:
         raise NotImplementedError
 
     def close(self) -> None:
         pass
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The model: where it is and how long a context it has
+
+
+class ModelNotFoundError(FileNotFoundError):
+    pass
+
+
+# What makes a local directory loadable: a config, weights, a (PEFT) adapter or a GGUF file (vLLM).
+MODEL_FILE_PATTERNS = ("config.json", "*.safetensors", "pytorch_model*.bin", "adapter_config.json", "*.gguf")
+
+
+def _checkpoint_step(path: Path) -> tuple[int, str]:
+    match = re.fullmatch(r"checkpoint-(\d+)", path.name)
+    return (int(match.group(1)) if match else -1, path.name)
+
+
+def check_model_path(model: str) -> None:
+    """Fail early and plainly when `model` is a local directory that holds no model.
+
+    Without this, transformers takes such a directory for a tokenizer to convert and fails with a misleading "You
+    need to have sentencepiece or tiktoken installed". The usual case is a training `output_dir` that holds only
+    `checkpoint-N` folders: they are listed, by step, as the paths to pass. Anything that is not an existing
+    directory (a Hub id, a GGUF file) is left to the loader.
+    """
+    path = Path(model).expanduser()
+    if not path.is_dir() or any(next(path.glob(pattern), None) for pattern in MODEL_FILE_PATTERNS):
+        return
+    checkpoints = sorted(
+        (p for p in path.glob("checkpoint-*") if p.is_dir() and _checkpoint_step(p)[0] >= 0), key=_checkpoint_step
+    )
+    message = f"no model in {model} (no config.json, *.safetensors or pytorch_model*.bin)"
+    if checkpoints:
+        names = ", ".join(p.name for p in checkpoints)
+        latest = Path(model) / checkpoints[-1].name
+        raise ModelNotFoundError(
+            f"{message}; it holds {len(checkpoints)} checkpoint(s): {names}. Pass --model {latest} (the latest) or "
+            "another checkpoint-N."
+        )
+    raise ModelNotFoundError(
+        f"{message}. Pass the directory the model was saved to (config.json and the weights) or a Hub id."
+    )
+
+
+# The config keys vLLM reads for a model's context; it takes the smallest of those present, and so do we.
+CONTEXT_KEYS = (
+    "max_position_embeddings",
+    "n_positions",
+    "max_seq_len",
+    "seq_length",
+    "model_max_length",
+    "max_sequence_length",
+    "max_seq_length",
+    "seq_len",
+)
+
+
+def context_from_config(config: dict[str, Any]) -> int | None:
+    """The context length in tokens a model config allows, as vLLM derives it (RoPE scaling included), or None."""
+    for candidate in (config.get("text_config") or {}, config):  # multimodal configs nest the language model's
+        lengths = [candidate[k] for k in CONTEXT_KEYS if isinstance(candidate.get(k), int) and candidate[k] > 0]
+        if lengths:
+            break
+    else:
+        return None
+    length = min(lengths)
+    rope = candidate.get("rope_scaling") or candidate.get("rope_parameters") or {}
+    rope_type = rope.get("rope_type", rope.get("type")) if isinstance(rope, dict) else None
+    if isinstance(rope, dict) and "factor" in rope and rope_type not in (None, "default", "su", "longrope", "llama3"):
+        if rope_type == "yarn" and rope.get("original_max_position_embeddings"):
+            length = rope["original_max_position_embeddings"]
+        length = int(length * rope["factor"])
+    return length
+
+
+def model_context_length(model: str) -> int | None:
+    """The context of `model` (a local directory or a Hub id) from its config, without loading the weights.
+
+    None when the config cannot be read (no config file, offline without a cached copy): the run then generates
+    with the requested budget, as the backends would anyway.
+    """
+    path = Path(model).expanduser()
+    try:
+        if (path / "config.json").is_file():
+            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        else:
+            from transformers import PretrainedConfig
+
+            config, _ = PretrainedConfig.get_config_dict(model)
+    except Exception as err:  # noqa: BLE001 - any failure means "unknown", never a failed run
+        logger.info("no context length for %s (%s): new tokens are not capped", model, err)
+        return None
+    return context_from_config(config) if isinstance(config, dict) else None
+
+
+def load_tokenizer(model: str, *, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Prompts
 
 
 def encode_prompt(tokenizer, messages: list[dict[str, str]], *, chat_template: bool = True) -> list[int]:
@@ -131,6 +245,10 @@ class VLLMBackend(Backend):
         kwargs.update(llm_kwargs)
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
+        try:
+            self.max_context = int(self.llm.llm_engine.model_config.max_model_len)
+        except (AttributeError, TypeError, ValueError):
+            self.max_context = max_model_len
 
     def generate(self, requests, sampling):
         params = []
@@ -179,7 +297,7 @@ class TransformersBackend(Backend):
         trust_remote_code: bool = False,
     ):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -188,12 +306,13 @@ class TransformersBackend(Backend):
                 torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
             else:
                 torch_dtype = getattr(torch, dtype)
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+            tokenizer = tokenizer or load_tokenizer(model, trust_remote_code=trust_remote_code)
             model = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, trust_remote_code=trust_remote_code)
         if tokenizer is None:
             raise ValueError("pass the tokenizer together with a model object")
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
+        self.max_context = context_from_config(model.config.to_dict())
         self.device = device
         self.batch_size = max(1, batch_size)
         eos = model.generation_config.eos_token_id
@@ -254,8 +373,11 @@ def make_backend(
     batch_size: int = 16,
     trust_remote_code: bool = False,
     device: str | None = None,
+    tokenizer=None,
 ) -> Backend:
+    """The backend `name` for `model`; `tokenizer` (transformers only) saves loading it a second time."""
     name = resolve_backend_name(name)
+    check_model_path(model)
     if name == "vllm":
         return VLLMBackend(
             model,
@@ -267,5 +389,10 @@ def make_backend(
             trust_remote_code=trust_remote_code,
         )
     return TransformersBackend(
-        model, dtype=dtype, batch_size=batch_size, trust_remote_code=trust_remote_code, device=device
+        model,
+        tokenizer=tokenizer,
+        dtype=dtype,
+        batch_size=batch_size,
+        trust_remote_code=trust_remote_code,
+        device=device,
     )

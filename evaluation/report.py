@@ -147,13 +147,92 @@ def describe_run(summary: dict[str, Any], scorer: str | None = None) -> str:
     return " ".join(parts)
 
 
+def _on_off(value: Any) -> str:
+    return "on" if value else "off"
+
+
+# (key, table column, phrase) of the settings that describe a run, in the order they are shown.
+_SETTINGS: tuple[tuple[str, str, str], ...] = (
+    ("model", "Model", "model {}"),
+    ("n", "n", "n = {} samples per problem"),
+    ("temperature", "Temperature", "temperature {}"),
+    ("top_p", "Top-p", "top-p {}"),
+    ("top_k", "Top-k", "top-k {}"),
+    ("max_new_tokens", "Max new tokens", "max new tokens {}"),
+    ("seed", "Seed", "seed {}"),
+    ("prompt_style", "Prompt style", "prompt style {}"),
+    ("chat_template", "Chat template", "chat template {}"),
+    ("system_prompt", "System prompt", "system prompt {}"),
+    ("notion_feedin", "Notion feed-in", "notion feed-in {}"),
+    ("backend", "Backend", "backend {}"),
+    ("timeouts", "Scorer timeouts", "scorer timeouts {}"),
+    ("data", "Data", "data: {}"),
+)
+
+
+def _run_settings(summary: dict[str, Any], scorer: str) -> dict[str, str]:
+    """The rendered value of each of `_SETTINGS` for one run."""
+    cfg = summary.get("config", {})
+    values = {key: cfg.get(key) for key, _, _ in _SETTINGS}
+    values |= {
+        "model": f"`{summary.get('model')}`",
+        "prompt_style": f"`{cfg.get('prompt_style')}`",
+        "chat_template": _on_off(cfg.get("chat_template", True)),
+        "system_prompt": "none" if cfg.get("system_prompt") is None else f"`{cfg['system_prompt']}`",
+        "notion_feedin": _on_off(cfg.get("notion_feedin")),
+        "timeouts": summary.get("scorer_stats", {}).get(scorer, {}).get("timeouts", 0),
+        "data": "; ".join(f"{name}: {bench.get('source')}" for name, bench in summary["benchmarks"].items()),
+    }
+    return {key: str(value) for key, value in values.items()}
+
+
+def describe_runs(
+    summaries: list[dict[str, Any]], scorer: str | None = None, *, names: list[str] | None = None
+) -> str:
+    """The settings of several runs: those they share once, a table of those that differ (one row per run).
+
+    A comparison is only as fair as its settings are equal, so every run's settings are shown, not the first's
+    alone; for one run this is [`describe_run`].
+    """
+    if len(summaries) == 1:
+        return describe_run(summaries[0], scorer)
+    scorer = scorer or summaries[0]["primary_scorer"]
+    names = names or [s.get("run_name") or s.get("model", f"model {i}") for i, s in enumerate(summaries)]
+    settings = [_run_settings(summary, scorer) for summary in summaries]
+    shared = [key for key, _, _ in _SETTINGS if all(s[key] == settings[0][key] for s in settings)]
+    differ = [(key, column) for key, column, _ in _SETTINGS if key not in shared]
+    phrases = {key: phrase for key, _, phrase in _SETTINGS}
+    shared_text = ", ".join(phrases[key].format(settings[0][key]) for key in shared if key != "data")
+    description = summaries[0].get("scorers", {}).get(scorer, "")
+    parts = [f"Scorer: **{scorer}** ({description})."]
+    if not differ:
+        parts.append(f"All {len(summaries)} runs share their settings: {shared_text}.")
+    else:
+        parts.append(f"Shared settings: {shared_text}." if shared_text else "The runs share no setting.")
+    parts.append("pass@1 is the mean accuracy over samples; pass@k is the unbiased estimator (Chen et al., 2021).")
+    if "data" in shared:
+        parts.append(f"Data: {settings[0]['data']}.")
+    text = " ".join(parts)
+    if differ:
+        rows = [
+            "| Run | " + " | ".join(column for _, column in differ) + " |",
+            "|" + "---|" * (len(differ) + 1),
+            *(
+                "| " + " | ".join([name, *(s[key] for key, _ in differ)]) + " |"
+                for name, s in zip(names, settings, strict=True)
+            ),
+        ]
+        text += "\n\nSettings that differ between the runs:\n\n" + "\n".join(rows)
+    return text
+
+
 def render_report(summary: dict[str, Any], *, others: list[dict[str, Any]] | None = None) -> str:
     """The Markdown report of one run (optionally compared with others), for every scorer it was scored with."""
     lines = [f"# Evaluation: {summary.get('run_name') or summary.get('model')}", ""]
     lines += _details_table(summary)
     for scorer in [summary["primary_scorer"], *[s for s in summary["scorers"] if s != summary["primary_scorer"]]]:
-        lines += [f"## Scorer: {scorer}", "", describe_run(summary, scorer), ""]
         comparable = [o for o in others or [] if scorer in o.get("scorers", {})]
+        lines += [f"## Scorer: {scorer}", "", describe_runs([*comparable, summary], scorer), ""]
         skipped = [o.get("run_name", "?") for o in others or [] if scorer not in o.get("scorers", {})]
         lines.append(markdown_table([*comparable, summary], scorer=scorer))
         if skipped:

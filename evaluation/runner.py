@@ -8,6 +8,10 @@ Output layout of a run (`<output_dir>/<run_name>/`):
     summary.json                metrics per benchmark and scorer, averages, scorer timeouts, meta-awareness
     results.md                  the Markdown report (Table 1 layout), and meta_<benchmark>.png plots
 
+Before the run folder is made, the model path, the scorers and the data are checked, and the new-token budgets are
+capped to what the model's context leaves after the longest prompt (with a warning); a run that fails before its
+first record removes the folder again, so its retry needs no `--overwrite`.
+
 Records are appended and flushed after every generation chunk. A rerun with the same settings skips every
 (problem, sample) pair already on disk, so an interrupted run resumes where it stopped; `n` may grow between runs
 (only the new samples are generated). Records that lack a requested scorer's verdict are rescored in place.
@@ -38,11 +42,14 @@ from evaluation.generate import (
     Completion,
     GenerationRequest,
     SamplingConfig,
+    check_model_path,
     encode_prompt,
+    load_tokenizer,
+    model_context_length,
     resolve_backend_name,
 )
 from evaluation.passk import mean_accuracy, mean_pass_at_k, valid_ks
-from evaluation.scoring import Scorer, make_scorer
+from evaluation.scoring import Scorer, make_scorer, scorer_name
 
 
 logger = logging.getLogger(__name__)
@@ -132,6 +139,8 @@ class EvalConfig:
             self.scorers = tuple(s for s in self.scorers.split(",") if s.strip())
         if not self.scorers:
             raise ValueError("at least one scorer is needed")
+        for name in self.scorers:  # a typo fails here, before a model is loaded or a run folder made
+            scorer_name(name)
 
     @property
     def run_dir(self) -> Path:
@@ -173,7 +182,9 @@ class RecordFile:
             with self.path.open("r+b") as f:
                 f.truncate(keep)
             data = data[:keep]
-        for number, line in enumerate(data.decode("utf-8").splitlines(), 1):
+        # Split at "\n" alone: str.splitlines also splits at U+2028, U+0085 and the like, which json.dumps leaves
+        # unescaped (ensure_ascii=False) and models do emit, and would tear such a record in two unreadable halves.
+        for number, line in enumerate(data.decode("utf-8").split("\n"), 1):
             if not line.strip():
                 continue
             try:
@@ -236,6 +247,8 @@ class Evaluator:
         self.config = config
         self._backend = backend
         self._tokenizer = tokenizer
+        self._prompt_tokenizer = None  # loaded on its own to measure the prompts before the model is loaded
+        self._context_warned = False
         self.generated_samples = 0
         self.generated_meta_samples = 0
 
@@ -257,6 +270,7 @@ class Evaluator:
                 seed=c.seed,
                 batch_size=c.batch_size,
                 trust_remote_code=c.trust_remote_code,
+                tokenizer=self._prompt_tokenizer,
             )
         return self._backend
 
@@ -290,7 +304,8 @@ class Evaluator:
         backend_name = getattr(self._backend, "name", None) or resolve_backend_name(c.backend)
         self.backend_name = backend_name
         current = _clean(c.generation_settings(backend_name))
-        if path.is_file() and not c.overwrite:
+        # Settings only bind once records were generated with them: a folder left by a failed start does not.
+        if path.is_file() and not c.overwrite and _has_records(run_dir):
             previous = json.loads(path.read_text(encoding="utf-8")).get("generation", {})
             diffs = [
                 f"{key}: {previous.get(key)!r} -> {current.get(key)!r}"
@@ -327,8 +342,102 @@ class Evaluator:
             messages = [{"role": "system", "content": self.config.system_prompt}, *messages]
         return messages
 
-    def _encode(self, messages: list[dict[str, str]]) -> list[int]:
-        return encode_prompt(self.tokenizer, messages, chat_template=self.config.chat_template)
+    def _meta_messages(self, problem: Problem) -> list[dict[str, str]]:
+        from masa_trl.templates import meta_prompt
+
+        c = self.config
+        kwargs = {"system_prompt": c.system_prompt} if c.system_prompt else {}
+        return meta_prompt(problem.problem, pass_rate_scale=c.pass_rate_scale, max_length=c.meta_max_length, **kwargs)
+
+    def _encode(self, messages: list[dict[str, str]], tokenizer=None) -> list[int]:
+        return encode_prompt(tokenizer or self.tokenizer, messages, chat_template=self.config.chat_template)
+
+    # -- the model's context ---------------------------------------------------------------------------------------
+
+    def _context(self) -> tuple[int | None, str]:
+        """The model's context in tokens and where it comes from, without loading the weights."""
+        c = self.config
+        if self._backend is not None:
+            return getattr(self._backend, "max_context", None), "as loaded"
+        if c.max_model_len and resolve_backend_name(c.backend) == "vllm":
+            return c.max_model_len, "--max-model-len"
+        return model_context_length(c.model), "from its config.json"
+
+    def _fit_to_context(self, problems: dict[str, list[Problem]]) -> None:
+        """Cap the new-token budgets to what the model's context leaves after the longest prompt, with a warning.
+
+        The paper's defaults (16,384 new tokens) exceed the context of small models (the tiny test model has 2,048
+        positions): transformers would generate past the positions the model knows and vLLM stop at its context
+        length, both without a word. The cap depends only on the model and the prompts, so a rerun of the same
+        command gets the same one and resumes.
+        """
+        c = self.config
+        context, source = self._context()
+        items = [p for group in problems.values() for p in group]
+        if context is None or not items:
+            return
+        if self._tokenizer is not None or self._backend is not None:
+            tokenizer = self.tokenizer
+        else:
+            tokenizer = self._prompt_tokenizer = load_tokenizer(c.model, trust_remote_code=c.trust_remote_code)
+        budgets = [("max_new_tokens", "--max-new-tokens", "solution", self._messages, "leave that benchmark out")]
+        if c.meta or c.notion_feedin:
+            budgets.append(
+                (
+                    "meta_max_new_tokens",
+                    "--meta-max-new-tokens",
+                    "meta",
+                    self._meta_messages,
+                    "run without --meta and --notion-feedin",
+                )
+            )
+        changes = {}
+        for key, flag, kind, messages_for, way_out in budgets:
+            longest, problem = max(
+                ((len(self._encode(messages_for(p), tokenizer)), p) for p in items), key=lambda pair: pair[0]
+            )
+            room = context - longest
+            where = f"{problem.benchmark} problem {problem.problem_id}"
+            if room < 1:
+                raise ValueError(
+                    f"the longest {kind} prompt ({longest} tokens, {where}) fills the model's context of {context} "
+                    f"tokens ({source}): nothing is left to generate. Use a model with a longer context (or a "
+                    f"larger --max-model-len with vLLM), or {way_out}."
+                )
+            requested = getattr(c, key)
+            if requested > room:
+                logger.warning(
+                    "%s %d does not fit the model's context: %d tokens (%s) minus the longest %s prompt (%d tokens, "
+                    "%s) leave %d, so at most %d new tokens are generated. Set %s to %d or less to choose the "
+                    "budget yourself.",
+                    *(flag, requested, context, source, kind, longest, where, room, room, flag, room),
+                )
+                changes[key] = room
+        if changes:
+            self.config = dataclasses.replace(c, **changes)
+
+    def _room(self, prompt_ids: list[int], sampling: SamplingConfig) -> int | None:
+        """The new-token budget of one request where its prompt leaves less than `sampling` asks for (else None).
+
+        The budgets were fitted to the longest prompt before the run; only prompts that grow during it (notion
+        feed-in appends the predicted notions) can get here.
+        """
+        context = getattr(self.backend, "max_context", None)
+        if context is None or len(prompt_ids) + sampling.max_new_tokens <= context:
+            return None
+        room = max(1, context - len(prompt_ids))
+        if not self._context_warned:
+            self._context_warned = True
+            logger.warning(
+                "a prompt of %d tokens leaves %d of the model's %d-token context: its samples get at most %d new "
+                "tokens instead of %d",
+                len(prompt_ids),
+                room,
+                context,
+                room,
+                sampling.max_new_tokens,
+            )
+        return room
 
     # -- generation ----------------------------------------------------------------------------------------------
 
@@ -370,6 +479,7 @@ class Evaluator:
                         ids,
                         len(missing),
                         item_seed(salt, self.config.seed, problem.benchmark, problem.problem_id, missing[0]) % 2**31,
+                        max_new_tokens=self._room(ids, sampling),
                         sample_indices=list(missing),
                     )
                     for (problem, missing), ids in zip(group, prompts, strict=True)
@@ -397,14 +507,26 @@ class Evaluator:
     # -- main ------------------------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        c = self.config
         specs = self.specs()
         if not specs:
             raise ValueError("no benchmark selected")
+        if self._backend is None:
+            check_model_path(self.config.model)
         # Load every benchmark before loading the model, so that data errors surface at once.
         problems = {spec.name: self.load_problems(spec) for spec in specs}
-        run_dir = c.run_dir
+        self._fit_to_context(problems)
+        run_dir = self.config.run_dir
         self._check_resume(run_dir)
+        try:
+            return self._run(specs, problems, run_dir)
+        except BaseException:
+            # A run that fails before its first record (the model does not load, say) leaves no folder behind, so
+            # the retry, with other settings perhaps, needs no --overwrite.
+            _remove_if_unused(run_dir)
+            raise
+
+    def _run(self, specs: list[BenchmarkSpec], problems: dict[str, list[Problem]], run_dir: Path) -> dict[str, Any]:
+        c = self.config
         scorers = {}
         for name in c.scorers:
             scorer = make_scorer(name, timeout=c.scorer_timeout)
@@ -551,17 +673,12 @@ class Evaluator:
 
     def _run_meta(self, spec: BenchmarkSpec, items: list[Problem], run_dir: Path) -> RecordFile:
         from masa_trl.meta import parse_meta_prediction
-        from masa_trl.templates import meta_prompt
 
         c = self.config
         file = RecordFile(run_dir / "meta_records" / f"{spec.name}.jsonl")
 
         def prompt_for(problem: Problem) -> list[int]:
-            kwargs = {"system_prompt": c.system_prompt} if c.system_prompt else {}
-            messages = meta_prompt(
-                problem.problem, pass_rate_scale=c.pass_rate_scale, max_length=c.meta_max_length, **kwargs
-            )
-            return self._encode(messages)
+            return self._encode(self._meta_messages(problem))
 
         def make_records(pairs):
             records = []
@@ -649,6 +766,31 @@ class Evaluator:
             logger.warning("matplotlib is not installed (pip install 'masa-trl[plot]'): no meta-awareness plot")
             return None
         return path.name
+
+
+def _has_records(run_dir: Path) -> bool:
+    """Whether the run folder holds any generated sample (solution or meta)."""
+    return any(
+        file.stat().st_size > 0 for sub in ("records", "meta_records") for file in (run_dir / sub).glob("*.jsonl")
+    )
+
+
+def _remove_if_unused(run_dir: Path) -> None:
+    """Remove what a run wrote before its first record (config.json, empty record folders) and the folder if empty."""
+    try:
+        if not run_dir.is_dir() or _has_records(run_dir):
+            return
+        for sub in ("records", "meta_records"):
+            for file in (run_dir / sub).glob("*.jsonl"):
+                file.unlink()
+            if (run_dir / sub).is_dir() and not any((run_dir / sub).iterdir()):
+                (run_dir / sub).rmdir()
+        (run_dir / "config.json").unlink(missing_ok=True)
+        if not any(run_dir.iterdir()):
+            run_dir.rmdir()
+            logger.info("removed %s: the run failed before its first record", run_dir)
+    except OSError as err:  # the run's own error matters more than a failed clean-up
+        logger.warning("could not clean up %s: %s", run_dir, err)
 
 
 def _add_notion_hint(messages: list[dict[str, str]], notions: list[str]) -> list[dict[str, str]]:

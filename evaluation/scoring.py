@@ -193,11 +193,18 @@ class PaperScorer(Scorer):
         self.checker.close()
 
 
-def make_scorer(name: str, *, timeout: float | None = None) -> Scorer:
-    """A scorer by name: `math_verify` or `paper` (aliases: `masa_compat`, `compat`, `mv`)."""
+def scorer_name(name: str) -> str:
+    """The canonical name of a scorer (`math_verify` or `paper`); checks a name without starting its workers."""
     key = name.strip().lower().replace("-", "_")
     if key in ("math_verify", "mathverify", "mv"):
-        return MathVerifyScorer(timeout=timeout or 5.0)
+        return "math_verify"
     if key in ("paper", "masa_compat", "compat"):
-        return PaperScorer(timeout=timeout or 1.0)
+        return "paper"
     raise ValueError(f"unknown scorer {name!r}; choose from {', '.join(SCORERS)}")
+
+
+def make_scorer(name: str, *, timeout: float | None = None) -> Scorer:
+    """A scorer by name: `math_verify` or `paper` (aliases: `masa_compat`, `compat`, `mv`)."""
+    if scorer_name(name) == "math_verify":
+        return MathVerifyScorer(timeout=timeout or 5.0)
+    return PaperScorer(timeout=timeout or 1.0)
