@@ -99,6 +99,8 @@ def main(script_args: TinyScriptArguments, data_args, training_args: MASAConfig,
     trainer = MASAGRPOTrainer(model=str(model_dir), args=training_args, train_dataset=dataset)
     print_layout(training_args, trainer.accelerator.num_processes)
     trainer.train()
+    # A saved model (weights, tokenizer, model card) is what the evaluation CLI and `masa_trl.inference` load.
+    trainer.save_model(training_args.output_dir)
     if training_args.push_to_hub:
         trainer.push_to_hub()
 
@@ -114,6 +116,11 @@ def main(script_args: TinyScriptArguments, data_args, training_args: MASAConfig,
             "loss",
         ):
             print(f"  {key:32s} {last.get(key)}")
+        print(f"\nModel saved to {training_args.output_dir}. Evaluate it offline with:")
+        print(
+            f"  python -m evaluation --model {training_args.output_dir} --benchmarks math500 --fixtures --n 2 "
+            "--max-new-tokens 32"
+        )
     return trainer
 
 
