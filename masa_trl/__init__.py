@@ -18,11 +18,15 @@ _LAZY_ATTRIBUTES = {
     "format_meta_prediction": "masa_trl.meta",
     "math_accuracy_reward": "masa_trl.math_reward",
     "build_tiny_model": "masa_trl.tiny_model",
+    "MetaEstimate": "masa_trl.inference",
+    "predict_meta": "masa_trl.inference",
+    "generate_with_meta": "masa_trl.inference",
 }
 
 __all__ = list(_LAZY_ATTRIBUTES)
 
 if TYPE_CHECKING:
+    from masa_trl.inference import MetaEstimate, generate_with_meta, predict_meta
     from masa_trl.masa_config import MASAConfig
     from masa_trl.masa_trainer import MASAGRPOTrainer
     from masa_trl.math_reward import math_accuracy_reward

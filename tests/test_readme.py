@@ -33,6 +33,12 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     assert result.returncode == 0, result.stderr[-3000:]
     assert list((tmp_path / "eval").rglob("*.jsonl")), "the evaluation wrote no records"
 
+    # And the inference call on the saved model, with the run's settings.
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    inference = next(block for block in blocks if '"masa-out"' in block and "predict_meta" in block)
+    exec(compile(inference, "README.md", "exec"), namespace)  # noqa: S102 (our own README)
+    assert len(namespace["estimate"].predictions) == 4
+
 
 @pytest.mark.slow
 def test_readme_warm_start_example_runs(tmp_path, monkeypatch):
@@ -44,6 +50,12 @@ def test_readme_warm_start_example_runs(tmp_path, monkeypatch):
     history = namespace["trainer"].state.log_history
     assert namespace["trainer"].state.global_step == 20
     assert any(entry.get("meta/parse_failure_rate", 1.0) < 1.0 for entry in history)  # the warm model parses
+
+    # The inference example (same cached warm start).
+    example = next(block for block in blocks if "generate_with_meta(" in block)
+    namespace = {}
+    exec(compile(example, "README.md", "exec"), namespace)  # noqa: S102 (our own README)
+    assert namespace["meta"][0].parse_rate > 0.5 and namespace["solutions"][0].budget is not None
 
 
 def test_readme_building_blocks_example_runs():
