@@ -10,6 +10,7 @@ dry run then exits with status 1 ([`DryRunError`] is a `SystemExit`).
     python recipes/masa_qwen3_8b.py --dry_run --dry_run_num_processes 8 --gradient_accumulation_steps 128
 """
 
+import importlib.util
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -71,21 +72,49 @@ def parse_recipe_args(parser, args: list[str] | None = None) -> tuple:
     `parser.parse_args_and_config(args)` (command line and `--config` YAML, unknown keys rejected), with two
     conveniences for `--dry_run`: on a machine without a GPU the config is built with `use_cpu=True` (a bf16 GPU
     config cannot be constructed on a CPU otherwise; nothing else changes), and an invalid config is reported as a
-    [`DryRunError`] instead of a traceback.
+    [`DryRunError`] instead of a traceback. Without `--dry_run`, an unknown flag or YAML key of a
+    [`~masa_trl.recipe_parser.RecipeParser`] is an argparse error (usage, the nearest settings, exit status 2).
     """
     from trl import TrlParser
 
-    args = list(sys.argv[1:] if args is None else args)
+    from masa_trl.recipe_parser import UnknownSettingError, split_config_flag
+
+    args = split_config_flag(sys.argv[1:] if args is None else args)
     pre_parser = TrlParser(DryRunArguments, add_help=False, allow_abbrev=False)  # `--help` is the recipe parser's
     pre, _ = pre_parser.parse_args_and_config(args, return_remaining_strings=True)
     if not pre.dry_run:
-        return parser.parse_args_and_config(args)
+        try:
+            return parser.parse_args_and_config(args)
+        except UnknownSettingError as error:
+            parser.error(str(error))
     if not torch.cuda.is_available():
         parser.set_defaults(use_cpu=True)
     try:
         return parser.parse_args_and_config(args)
     except ValueError as error:
         raise DryRunError([f"invalid configuration: {error}"]) from error
+
+
+PEFT_INSTALL = "pip install 'masa-trl[peft]'"
+
+
+def peft_problem(model_args) -> str | None:
+    """Why the LoRA run that `model_args` (a `trl.ModelConfig`) asks for cannot start, or `None`."""
+    if not getattr(model_args, "use_peft", False):
+        return None
+    if importlib.util.find_spec("peft") is None:
+        return (
+            f"--use_peft is set but the peft package is not installed: {PEFT_INSTALL} (or pip install peft), or "
+            "remove --use_peft."
+        )
+    return None
+
+
+def require_peft(model_args) -> None:
+    """Raise `ImportError` before anything is loaded when `model_args.use_peft` is set and peft is missing."""
+    problem = peft_problem(model_args)
+    if problem is not None:
+        raise ImportError(problem)
 
 
 @dataclass
@@ -198,6 +227,28 @@ def print_layout(args, num_processes: int, expected_prompts_per_step: int | None
     return layout
 
 
+def _lora_line(model_args, errors: list[str]) -> str:
+    """The dry run's line on the LoRA config of `model_args`; a config that cannot be built goes to `errors`."""
+    from importlib.metadata import version
+
+    from trl import get_peft_config
+
+    try:
+        config = get_peft_config(model_args)
+    except (TypeError, ValueError) as error:
+        errors.append(f"LoRA: the adapter config cannot be built ({error}): check the --lora_* settings.")
+        return "[error] LoRA: invalid adapter config"
+    targets = config.target_modules
+    if not targets:
+        targets = "PEFT's default for the architecture"
+    elif not isinstance(targets, str):
+        targets = ", ".join(sorted(targets))
+    return (
+        f"[ok] LoRA (peft {version('peft')}): r={config.r}, alpha={config.lora_alpha}, dropout={config.lora_dropout}, "
+        f"target modules {targets}; the RL update and expert BC train the adapter only, the base weights stay frozen"
+    )
+
+
 @dataclass
 class DryRunReport:
     layout: BatchLayout
@@ -219,6 +270,7 @@ def run_dry_run(
     rows=None,
     expected_prompts_per_step: int | None = None,
     reward_names: list[str] | None = None,
+    model_args=None,
 ) -> DryRunReport:
     """
     Check a recipe's setup without loading weights or contacting a server, print what was checked and the batch
@@ -245,6 +297,9 @@ def run_dry_run(
             The recipe's prompts per step (the paper's 128); a different layout is reported as a warning.
         reward_names (`list[str]`, *optional*):
             Names of the solution reward functions, printed.
+        model_args (`trl.ModelConfig`, *optional*):
+            The model arguments; with `use_peft` set, the dry run checks that peft is installed and that the LoRA
+            config can be built, and prints it.
     """
     is_masa = isinstance(training_args, MASAConfig)
     disable_progress_bars()  # a dry run reads a handful of rows
@@ -291,6 +346,15 @@ def run_dry_run(
             f"[{status}] model: {model_name} ({model_config.model_type}, context {context}); config and tokenizer "
             f"loaded, no weights; chat template {'present' if tokenizer.chat_template else 'missing'}"
         )
+
+    # LoRA: peft installed, the adapter config buildable.
+    if model_args is not None and getattr(model_args, "use_peft", False):
+        problem = peft_problem(model_args)
+        if problem is not None:
+            errors.append(problem)
+            out.append(f"[error] LoRA: --use_peft is set, but peft is not installed ({PEFT_INSTALL})")
+        else:
+            out.append(_lora_line(model_args, errors))
 
     # Dataset: a few rows, their columns, and the rendered prompts.
     if rows is not None:

@@ -614,7 +614,9 @@ class MASAGRPOTrainer(GRPOTrainer):
         """TRL's model card, plus a section naming MASA and the paper, the MASA config and the final meta metrics."""
         super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
         if self.is_world_process_zero():
-            add_masa_section(Path(self.args.output_dir) / "README.md", self.args, self.state.log_history)
+            add_masa_section(
+                Path(self.args.output_dir) / "README.md", self.args, self.state.log_history, model=self.model
+            )
 
     # ------------------------------------------------------------------------------------------------ expert BC
     def _collect_experts(self, predictions, prompt_index):

@@ -3,8 +3,13 @@
 TRL writes the model card (`README.md` in `output_dir`) whenever a checkpoint is saved and before `push_to_hub`
 uploads the folder; [`~masa_trl.MASAGRPOTrainer.create_model_card`] then calls [`add_masa_section`], which inserts
 the section below (or replaces it, so repeated saves keep one copy with the latest metrics).
+
+For a LoRA (PEFT) run the section also names the base model and the adapter: TRL's card names the base model only
+when it is a Hub id, and says nothing of the adapter, so a reader could not tell that the repository holds adapter
+weights to load on top of a base model.
 """
 
+import json
 import math
 from pathlib import Path
 
@@ -87,8 +92,64 @@ def _format(value) -> str:
     return f"`{value}`" if isinstance(value, str) else str(value)
 
 
-def masa_card_section(args, log_history: list[dict]) -> str:
-    """The markdown of the MASA section for a run with config `args` and Trainer log history `log_history`."""
+def adapter_info(model=None, folder: str | Path | None = None) -> dict | None:
+    """The PEFT adapter config (`adapter_config.json`'s content) of a run, or `None` for a full fine-tune.
+
+    With `model` (the trainer's model), its active adapter's config if it is a PEFT model, else `None`. Without it,
+    `adapter_config.json` in `folder` (the card's folder, where `save_model` writes the adapter before a push), unless
+    the folder holds full model weights too (then the adapter file is left over from an earlier run).
+    """
+    if model is not None:
+        from accelerate.utils import is_peft_model
+
+        if not is_peft_model(model):
+            return None
+        config = model.peft_config[getattr(model, "active_adapter", "default")]
+        return json.loads(json.dumps(config.to_dict(), default=lambda value: sorted(value)))  # sets -> lists
+    if folder is None:
+        return None
+    folder = Path(folder)
+    path = folder / "adapter_config.json"
+    if not path.exists() or any(folder.glob("model*.safetensors")) or (folder / "pytorch_model.bin").exists():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def adapter_section(adapter: dict, repo: str) -> list[str]:
+    """The lines of the card's "Base model and adapter" subsection for a PEFT adapter config `adapter`."""
+    base = adapter.get("base_model_name_or_path") or "unknown (not recorded in adapter_config.json)"
+    kind = "LoRA" if adapter.get("peft_type", "LORA") == "LORA" else adapter["peft_type"]
+    details = []
+    if adapter.get("r") is not None:
+        details.append(f"rank r = {adapter['r']}")
+    if adapter.get("lora_alpha") is not None:
+        details.append(f"alpha = {adapter['lora_alpha']}")
+    targets = adapter.get("target_modules")
+    if isinstance(targets, str):
+        details.append(f"target modules matching `{targets}`")
+    elif targets:
+        details.append("target modules " + ", ".join(f"`{name}`" for name in sorted(targets)))
+    return [
+        "### Base model and adapter",
+        "",
+        f"Base model: `{base}`. This repository holds a **{kind} adapter** (PEFT), not full model weights"
+        + (f" ({', '.join(details)})" if details else "")
+        + ". MASA trained the adapter on top of the frozen base model: the GRPO update over solution and meta "
+        "rollouts and, with expert behaviour cloning, the cloning passes changed the adapter weights only. Load the "
+        "base model with the adapter (or merge it into the base with `merge_and_unload()`):",
+        "",
+        "```python",
+        "from peft import AutoPeftModelForCausalLM",
+        "",
+        f'model = AutoPeftModelForCausalLM.from_pretrained("{repo}")  # {base}, then the adapter',
+        "```",
+        "",
+    ]
+
+
+def masa_card_section(args, log_history: list[dict], adapter: dict | None = None) -> str:
+    """The markdown of the MASA section for a run with config `args` and Trainer log history `log_history`;
+    `adapter` (see [`adapter_info`]) adds the base model and the adapter of a LoRA run."""
     values = args.to_dict()
     lines = [
         _START,
@@ -103,6 +164,10 @@ def masa_card_section(args, log_history: list[dict]) -> str:
             "rollout were trained in the same GRPO update."
         ),
         "",
+    ]
+    if adapter is not None:
+        lines += adapter_section(adapter, args.hub_model_id or args.output_dir)
+    lines += [
         "### MASA configuration",
         "",
         "| setting | value | meaning |",
@@ -133,15 +198,17 @@ def masa_card_section(args, log_history: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def add_masa_section(readme_path: str | Path, args, log_history: list[dict]) -> None:
+def add_masa_section(readme_path: str | Path, args, log_history: list[dict], model=None) -> None:
     """Insert the MASA section into the model card at `readme_path`, before "## Citations" if present,
-    replacing a MASA section written earlier."""
+    replacing a MASA section written earlier. `model` (the trained model) tells a LoRA run from a full fine-tune;
+    without it, an `adapter_config.json` next to the card does (see [`adapter_info`])."""
     path = Path(readme_path)
     text = path.read_text(encoding="utf-8")
     if _START in text and _END in text:
         head, rest = text.split(_START, 1)
         text = head + rest.split(_END, 1)[1].lstrip("\n")
-    section = masa_card_section(args, log_history)
+    adapter = adapter_info(model) if model is not None else adapter_info(folder=path.parent)
+    section = masa_card_section(args, log_history, adapter=adapter)
     anchor = "## Citations"
     if anchor in text:
         head, tail = text.split(anchor, 1)

@@ -27,11 +27,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trl import GRPOConfig, ModelConfig, TrlParser
+from trl import GRPOConfig, ModelConfig
 from trl.rewards import get_soft_overlong_punishment
 
 from masa_trl.data import ProblemDataArguments
 from masa_trl.dry_run import DryRunArguments, DryRunError, parse_recipe_args
+from masa_trl.recipe_parser import RecipeParser
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # grpo_qwen3_8b.py, also when this file is imported
@@ -61,8 +62,8 @@ PAPER_SETUP = {
 }
 
 
-def make_parser() -> TrlParser:
-    parser = TrlParser((ProblemDataArguments, GRPOConfig, ModelConfig, DAPOArguments, DryRunArguments))
+def make_parser() -> RecipeParser:
+    parser = RecipeParser((ProblemDataArguments, GRPOConfig, ModelConfig, DAPOArguments, DryRunArguments))
     parser.set_defaults(**PAPER_SETUP)
     return parser
 

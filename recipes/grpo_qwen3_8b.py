@@ -27,11 +27,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from transformers import AutoTokenizer
-from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser, get_peft_config
+from trl import GRPOConfig, GRPOTrainer, ModelConfig, get_peft_config
 
 from masa_trl.data import ProblemDataArguments, hub_dataset_id, meta_prompt_kwargs, prepare_problems
-from masa_trl.dry_run import DryRunArguments, parse_recipe_args, print_layout, run_dry_run
+from masa_trl.dry_run import DryRunArguments, parse_recipe_args, print_layout, require_peft, run_dry_run
 from masa_trl.math_reward import math_accuracy_reward
+from masa_trl.recipe_parser import RecipeParser
 from masa_trl.templates import solution_prompt
 
 
@@ -59,8 +60,8 @@ PAPER_SETUP = {
 }
 
 
-def make_parser() -> TrlParser:
-    parser = TrlParser((ProblemDataArguments, GRPOConfig, ModelConfig, DryRunArguments))
+def make_parser() -> RecipeParser:
+    parser = RecipeParser((ProblemDataArguments, GRPOConfig, ModelConfig, DryRunArguments))
     parser.set_defaults(**PAPER_SETUP)
     return parser
 
@@ -82,7 +83,9 @@ def main(data_args, training_args, model_args, dry_run_args, extra_rewards: dict
             meta_kwargs=filter_meta_kwargs,
             expected_prompts_per_step=PROMPTS_PER_STEP,
             reward_names=list(rewards),
+            model_args=model_args,
         )
+    require_peft(model_args)  # --use_peft without peft installed: fail now, not after loading the data
 
     # Model: loaded by the trainer from these arguments
     training_args.model_init_kwargs = {

@@ -33,12 +33,11 @@ from pathlib import Path
 
 START = time.perf_counter()
 
-from trl import TrlParser  # noqa: E402
-
 from masa_trl import MASAConfig, MASAGRPOTrainer  # noqa: E402
 from masa_trl.demo.experiment import DEMO_DEFAULTS, NOTION_NOTE, prepare_experiment  # noqa: E402
 from masa_trl.demo.report import format_table, json_safe, phase_header  # noqa: E402
 from masa_trl.demo.warm_start import WarmStartConfig  # noqa: E402
+from masa_trl.recipe_parser import RecipeParser  # noqa: E402
 
 
 @dataclass
@@ -357,8 +356,8 @@ def _print_evaluation(name: str, evaluation) -> None:
     )
 
 
-def make_parser() -> TrlParser:
-    parser = TrlParser((DemoArguments, MASAConfig))
+def make_parser() -> RecipeParser:
+    parser = RecipeParser((DemoArguments, MASAConfig))
     parser.set_defaults(**DEMO_DEFAULTS)
     return parser
 

@@ -32,9 +32,8 @@ Optimizer steps, and what is not in the paper: as in `masa_qwen3_8b.py` (the aut
 import sys
 from pathlib import Path
 
-from trl import TrlParser
-
 from masa_trl.dry_run import parse_recipe_args
+from masa_trl.recipe_parser import RecipeParser
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # masa_qwen3_8b.py, also when this file is imported
@@ -57,7 +56,7 @@ PAPER_SETUP = {
 }
 
 
-def make_parser() -> TrlParser:
+def make_parser() -> RecipeParser:
     return make_masa_parser(PAPER_SETUP)
 
 

@@ -31,9 +31,8 @@ authors' two MASA steps are `--steps_per_generation 128 --gradient_accumulation_
 import sys
 from pathlib import Path
 
-from trl import TrlParser
-
 from masa_trl.dry_run import parse_recipe_args
+from masa_trl.recipe_parser import RecipeParser
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # masa_qwen3_8b.py, also when this file is imported
@@ -58,7 +57,7 @@ PAPER_SETUP = {
 }
 
 
-def make_parser() -> TrlParser:
+def make_parser() -> RecipeParser:
     return make_masa_parser(PAPER_SETUP)
 
 

@@ -12,6 +12,12 @@ below on the command line or in a YAML file (`--config`; the command line wins o
 
     python recipes/masa_qwen3_8b.py --dry_run
     accelerate launch ... recipes/masa_qwen3_8b.py --config my_overrides.yaml --push_to_hub --hub_model_id me/masa-8b
+    masa-trl train --recipe masa_qwen3_8b --config my_overrides.yaml     # the same, installed: masa_trl/cli.py
+
+`--help` lists this recipe's settings and MASA's, with their values here; `--help-all` lists every setting. Flags
+must be spelled out (no prefix matching), and a misspelled flag or YAML key is an error naming the nearest settings.
+LoRA instead of full fine-tuning: `--use_peft --lora_r 64 --lora_alpha 128 --lora_target_modules all-linear` (needs
+`pip install 'masa-trl[peft]'`); the RL update and the expert behaviour cloning then train the adapter only.
 
 Batch: 128 prompts per step x G = 16 = 2048 solution rollouts, plus M = 16 meta rollouts per prompt (2048 more).
 With 4 training processes, per_device_train_batch_size 2 x 4 processes x 256 accumulation steps = 2048: every
@@ -32,12 +38,13 @@ in the paper; it is left at its default, 1e-6, the RL learning rate (`--expert_b
 """
 
 from transformers import AutoTokenizer
-from trl import ModelConfig, TrlParser, get_peft_config
+from trl import ModelConfig, get_peft_config
 
 from masa_trl import MASAConfig, MASAGRPOTrainer
 from masa_trl.data import DEEPSCALER, ProblemDataArguments, hub_dataset_id, meta_prompt_kwargs, prepare_problems
-from masa_trl.dry_run import DryRunArguments, parse_recipe_args, print_layout, run_dry_run
+from masa_trl.dry_run import DryRunArguments, parse_recipe_args, print_layout, require_peft, run_dry_run
 from masa_trl.math_reward import math_accuracy_reward
+from masa_trl.recipe_parser import RecipeParser
 
 
 PROMPTS_PER_STEP = 128  # the paper's batch size
@@ -92,9 +99,9 @@ PAPER_SETUP = dict(
 )
 
 
-def make_parser(setup: dict = PAPER_SETUP) -> TrlParser:
+def make_parser(setup: dict = PAPER_SETUP) -> RecipeParser:
     """The recipe's arguments, `setup` their defaults (the 14B and MASA-efficient recipes pass their own)."""
-    parser = TrlParser((ProblemDataArguments, MASAConfig, ModelConfig, DryRunArguments))
+    parser = RecipeParser((ProblemDataArguments, MASAConfig, ModelConfig, DryRunArguments))
     parser.set_defaults(**setup)
     return parser
 
@@ -112,7 +119,9 @@ def main(data_args, training_args, model_args, dry_run_args):
             model_revision=model_args.model_revision,
             expected_prompts_per_step=PROMPTS_PER_STEP,
             reward_names=["math_accuracy_reward"],
+            model_args=model_args,
         )
+    require_peft(model_args)  # --use_peft without peft installed: fail now, not after loading the data
 
     # Model: loaded by the trainer from these arguments
     training_args.model_init_kwargs = {

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import AutoTokenizer
-from trl import TrlParser
 
 from masa_trl import MASAConfig, MASAGRPOTrainer
 from masa_trl.arithmetic import make_arithmetic_dataset
 from masa_trl.data import ProblemDataArguments, filter_long_prompts, meta_prompt_kwargs, prepare_problems
 from masa_trl.dry_run import DryRunArguments, parse_recipe_args, print_layout, run_dry_run
+from masa_trl.recipe_parser import RecipeParser
 from masa_trl.tiny_model import build_tiny_model
 
 
@@ -60,8 +60,8 @@ TINY_DEFAULTS = dict(
 )
 
 
-def make_parser() -> TrlParser:
-    parser = TrlParser((TinyScriptArguments, ProblemDataArguments, MASAConfig, DryRunArguments))
+def make_parser() -> RecipeParser:
+    parser = RecipeParser((TinyScriptArguments, ProblemDataArguments, MASAConfig, DryRunArguments))
     parser.set_defaults(**TINY_DEFAULTS)
     return parser
 

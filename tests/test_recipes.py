@@ -193,6 +193,87 @@ def test_shipped_yaml_configs_resolve(config, tiny_flags, capsys):
     assert report.layout.optimizer_steps_per_generation == 1
 
 
+# ------------------------------------------------------------------------------------------ --help and typos
+def recipe_help(name: str, flag: str, capsys) -> str:
+    """The text `python recipes/<name>.py <flag>` prints (it exits 0)."""
+    with pytest.raises(SystemExit) as exit_info:
+        parse_recipe_args(recipe(name).make_parser(), [flag])
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", GPU_RECIPES)
+def test_recipes_parse_with_the_recipe_parser(name):
+    from masa_trl.recipe_parser import RecipeParser
+
+    parser = recipe(name).make_parser()
+    assert isinstance(parser, RecipeParser) and parser.allow_abbrev is False
+
+
+@pytest.mark.parametrize("name", GPU_RECIPES)
+def test_short_help_lists_the_config_file_the_recipe_and_masa_settings(name, capsys):
+    text = recipe_help(name, "--help", capsys)
+    lines = text.splitlines()
+    assert len(lines) < 200, len(lines)  # TRL's full list is about 1,500 lines: that is --help-all
+    assert lines[0].startswith("usage: ") and "[--config YAML]" in lines[0]
+    assert "--config YAML" in text and "--help-all" in text
+    # The recipe's own settings, with the values the recipe sets, and its data and dry-run arguments
+    setup = recipe(name).PAPER_SETUP
+    assert f"--model_name_or_path {setup['model_name_or_path']}\n" in text
+    assert "--learning_rate 1e-06  " in text and f"--output_dir {setup['output_dir']}" in text
+    assert "--problem_column problem  " in text and "--dry_run_num_processes" in text
+    assert "--adam_beta1" not in text  # a TrainingArguments setting the recipe leaves alone: --help-all
+    if name in MASA_RECIPES:
+        masa = text.index("MASA settings")
+        assert text.index("recipe settings") < masa < text.index("--num_meta_generations 16  ")
+        assert "--expert_bc_learning_rate" in text and "--efficient_start_step" in text
+    else:
+        assert "MASA settings" not in text and "--num_meta_generations" not in text
+    if name == "dapo_qwen3_8b":
+        assert "--soft_punish_cache" in text
+
+
+def test_help_all_lists_every_setting_with_the_recipe_and_masa_first(capsys):
+    text = recipe_help("masa_qwen3_8b", "--help-all", capsys)
+    assert len(text.splitlines()) > 1000
+    assert "--config YAML" in text
+    order = ["recipe settings", "MASA settings", "--num_meta_generations", "other settings", "--adam_beta1"]
+    positions = [text.index(marker) for marker in order]
+    assert positions == sorted(positions)
+    assert "--use_peft" in text and "--lora_r" in text
+
+
+def test_yaml_typo_suggests_the_nearest_settings(tmp_path):
+    config = tmp_path / "typo.yaml"
+    config.write_text("num_meta_generation: 8\nlearnig_rate: 2.0e-6\n")
+    with pytest.raises(DryRunError) as error:
+        parse("masa_qwen3_8b", "--config", str(config))
+    message = str(error.value)
+    assert str(config) in message
+    assert "'num_meta_generation' (did you mean 'num_meta_generations'?)" in message
+    assert "'learnig_rate' (did you mean 'learning_rate'?)" in message
+
+
+def test_misspelled_flag_is_an_error_not_a_prefix_match(capsys):
+    # argparse would accept --num_meta_generation as an abbreviation of --num_meta_generations
+    with pytest.raises(DryRunError, match=r"--num_meta_generation \(did you mean --num_meta_generations\?\)"):
+        parse("masa_qwen3_8b", "--num_meta_generation", "8")
+    with pytest.raises(DryRunError, match=r"--dry_run_num_process \(did you mean --dry_run_num_processes\?\)"):
+        parse("grpo_qwen3_8b", "--dry_run_num_process", "8")
+    # Without --dry_run: an argparse error (status 2), not a traceback
+    with pytest.raises(SystemExit) as exit_info:
+        parse_recipe_args(recipe("masa_qwen3_8b").make_parser(), ["--num_meta_generation", "8"])
+    assert exit_info.value.code == 2
+    assert "did you mean --num_meta_generations?" in capsys.readouterr().err
+
+
+def test_config_flag_with_an_equals_sign(tmp_path):
+    config = tmp_path / "overrides.yaml"
+    config.write_text("num_meta_generations: 8\n")
+    _, args, _, _ = parse("masa_qwen3_8b", f"--config={config}")
+    assert args.num_meta_generations == 8
+
+
 # ------------------------------------------------------------------------------------------ dry runs
 @pytest.mark.parametrize("name", GPU_RECIPES)
 def test_every_gpu_recipe_dry_runs_on_cpu_with_the_tiny_model(name, tiny_flags, capsys):
@@ -227,7 +308,11 @@ def test_tiny_recipe_trains_one_step_on_a_local_file(tiny_model_dir, problems_fi
     args += ["--max_steps", "1", "--max_completion_length", "12", "--meta_min_length", "4"]
     trainer = recipe("masa_tiny_cpu").main(*parse_recipe_args(recipe("masa_tiny_cpu").make_parser(), args))
     assert trainer.state.global_step == 1
-    assert "meta/reward" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "meta/reward" in out
+    # It leaves a model to evaluate, and says how.
+    assert (tmp_path / "config.json").exists() and (tmp_path / "model.safetensors").exists()
+    assert f"python -m evaluation --model {tmp_path}" in out
 
 
 def test_dry_run_errors_name_the_setting_to_change(tiny_model_dir, problems_file):
