@@ -4,6 +4,7 @@ Colocate mode trains end to end. Server mode drives the real HTTP generation pat
 only the weight synchronisation, which needs NCCL and therefore CUDA, is stood in.
 """
 
+import gc
 import itertools
 import os
 import socket
@@ -35,6 +36,9 @@ def isolated_process_state():
 
     environ = dict(os.environ)
     yield
+    # The finished test's engine must be torn down now: collected later, during the next test's engine start-up, it
+    # destroys vLLM's process-global parallel groups under it ("pipeline model parallel group is not initialized").
+    gc.collect()
     os.environ.clear()
     os.environ.update(environ)
     AcceleratorState._reset_state(reset_partial_state=True)

@@ -58,6 +58,7 @@ def main(model_dir: str, output_file: str, accumulation: int = 1) -> None:
         meta_min_length=8,
         max_steps=1,
         learning_rate=1e-2,
+        temperature=0.7,  # the BC pass then swaps in a temperature-1 LM head: exercised under every backend
         shuffle_dataset=False,
         use_expert_bc=True,
         expert_buffer_size=3,
