@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from evaluation import ood
 from masa_trl.templates import SOLUTION_INSTRUCTION
 
 
@@ -77,7 +78,7 @@ class BenchmarkSpec:
 
     @property
     def kind(self) -> str:
-        return "choice" if self.answer_format == "choice" else "math"
+        return "choice" if self.answer_format in ("choice", ood.LOGICLM, ood.LETTER) else "math"
 
     @property
     def fixture_path(self) -> Path:
@@ -210,8 +211,12 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     )
 }
 
+# The out-of-domain logic and science sets of the paper's Table 2 (evaluation/ood.py).
+BENCHMARKS.update({args["name"]: BenchmarkSpec(**args) for args in ood.SPEC_ARGS})
+
 MATH_BENCHMARKS = ("aime24", "aime25", "amc23", "math500", "minerva", "olympiadbench")
 BENCHMARK_GROUPS = {"math": MATH_BENCHMARKS, "paper": MATH_BENCHMARKS, "all": (*MATH_BENCHMARKS, "gpqa_diamond")}
+BENCHMARK_GROUPS.update(ood.GROUPS)  # logic, science (with GPQA-Diamond), ood = logic + science
 
 
 def _key(name: str) -> str:
@@ -450,6 +455,9 @@ def format_choice_problem(question: str, options: list[str]) -> str:
 def _rows_to_problems(
     spec: BenchmarkSpec, rows: Iterable[dict[str, Any]], *, seed: int, gpqa_shuffle: str
 ) -> Iterator[Problem]:
+    if spec.answer_format in ood.ANSWER_FORMATS:
+        yield from ood.rows_to_problems(spec, rows)
+        return
     seen: set[str] = set()
     for index, row in enumerate(rows):
         raw_id = row.get(spec.id_column) if spec.id_column else None
@@ -513,7 +521,7 @@ def load_benchmark(
     elif spec.hf_id:
         rows, columns = _load_hub_rows(spec)
     else:
-        raise DatasetUnavailableError(f"benchmark {spec.name!r} has neither a Hub id nor a data file")
+        raise DatasetUnavailableError(f"benchmark {spec.name!r} has neither a Hub id nor a data file. {spec.notes}")
     _check_columns(spec, columns)
     problems = list(_rows_to_problems(spec, rows, seed=seed, gpqa_shuffle=gpqa_shuffle))
     return problems[:limit] if limit is not None else problems

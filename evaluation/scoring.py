@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from evaluation import ood
 from evaluation.benchmarks import Problem
 
 
@@ -92,9 +93,12 @@ class Scorer:
         if len(problems) != len(completions):
             raise ValueError(f"{len(problems)} problems for {len(completions)} completions")
         results: list[ScoreResult | None] = [None] * len(problems)
-        math_idx = [i for i, p in enumerate(problems) if p.kind != "choice"]
+        own_rules = [ood.handles(p) for p in problems]  # the out-of-domain sets carry their own harness's rules
+        math_idx = [i for i, p in enumerate(problems) if p.kind != "choice" and not own_rules[i]]
         for i, problem in enumerate(problems):
-            if problem.kind == "choice":
+            if own_rules[i]:
+                results[i] = ScoreResult(*ood.score_completion(problem, completions[i]))
+            elif problem.kind == "choice":
                 letter = self._extract_choice(completions[i])
                 results[i] = ScoreResult(letter is not None and letter == problem.answer, letter)
         if math_idx:

@@ -127,4 +127,6 @@ def test_make_scorer():
     assert make_scorer("masa_compat").name == "paper"
     with pytest.raises(ValueError, match="math_verify"):
         make_scorer("exact")
-    assert set(CORRECT) | {"gpqa_diamond"} == set(BENCHMARKS)
+    from evaluation import ood
+
+    assert set(CORRECT) | {"gpqa_diamond"} | set(ood.OOD_BENCHMARKS) == set(BENCHMARKS)
