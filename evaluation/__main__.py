@@ -275,7 +275,7 @@ def compare_main(argv: list[str]) -> int:
     parser.add_argument("--metrics", default=None, help="e.g. pass@1,pass@32 (default: all available)")
     parser.add_argument("--output", default=None, help="also write the table to this file")
     args = parser.parse_args(argv)
-    from evaluation.report import describe_runs, load_summary, markdown_table
+    from evaluation.report import describe_runs, load_summary, markdown_table, ood_markdown_table
 
     summaries = [load_summary(path) for path in args.runs]
     names = args.names.split(",") if args.names else None
@@ -284,6 +284,9 @@ def compare_main(argv: list[str]) -> int:
     metrics = args.metrics.split(",") if args.metrics else None
     table = markdown_table(summaries, scorer=args.scorer, metrics=metrics, names=names)
     text = describe_runs(summaries, args.scorer, names=names) + "\n\n" + table
+    ood = ood_markdown_table(summaries, scorer=args.scorer, names=names)  # table 2's layout, when there are OOD sets
+    if ood is not None:
+        text += "\nOut-of-domain (table 2 layout):\n\n" + ood
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     print(text)

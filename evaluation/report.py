@@ -125,6 +125,60 @@ def markdown_table(
     return "\n".join(lines) + "\n"
 
 
+# Table 2's domains, in its order; a benchmark is reported under the first domain that lists it.
+OOD_DOMAINS = {"Logical Reasoning": "logic", "Scientific Reasoning": "science", "Coding": "code"}
+
+
+def ood_markdown_table(
+    summaries: list[dict[str, Any]],
+    *,
+    scorer: str | None = None,
+    metric: str = "pass@1",
+    names: list[str] | None = None,
+) -> str | None:
+    """Table 2-style Markdown: per out-of-domain domain, one row per benchmark and an "Avg." row, one column per run.
+
+    The first run is the baseline of the relative-gain column (the last one against it). A domain's average is the
+    unweighted mean of its benchmarks, left empty for a run that lacks one of them (as in `markdown_table`).
+    Returns `None` when no run holds an out-of-domain benchmark of a known domain.
+    """
+    from evaluation.benchmarks import BENCHMARK_GROUPS
+
+    if not summaries:
+        raise ValueError("no summaries to report")
+    scorer = scorer or summaries[0]["primary_scorer"]
+    names = names or [s.get("run_name") or s.get("model", f"model {i}") for i, s in enumerate(summaries)]
+    _, ood = benchmark_columns(summaries)
+    display = dict(ood)
+    placed: set[str] = set()
+    sections = []
+    for domain, group in OOD_DOMAINS.items():
+        members = [name for name in BENCHMARK_GROUPS.get(group, ()) if name in display and name not in placed]
+        placed.update(members)
+        if members:
+            sections.append((domain, members))
+    if not sections:
+        return None
+    header = ["Domain", "Benchmark", *names]
+    if len(summaries) > 1:
+        header.append(f"Δ {names[-1]} vs {names[0]}")
+    lines = [f"{_metric_label(metric)} (%), scorer {scorer}", "", "| " + " | ".join(header) + " |"]
+    lines.append("|" + "---|" * len(header))
+
+    def row(domain: str, label: str, values: list[float | None]) -> str:
+        cells = [domain, label, *(_pct(v) for v in values)]
+        if len(summaries) > 1:
+            cells.append(_gain(values[-1], values[0]))
+        return "| " + " | ".join(cells) + " |"
+
+    for domain, members in sections:
+        for k, name in enumerate(members):
+            values = [_value(summary, name, scorer, metric) for summary in summaries]
+            lines.append(row(domain if k == 0 else "", display[name], values))
+        lines.append(row("", "**Avg.**", [_average(summary, members, scorer, metric) for summary in summaries]))
+    return "\n".join(lines) + "\n"
+
+
 def describe_run(summary: dict[str, Any], scorer: str | None = None) -> str:
     """One paragraph: scorer, sampling settings, prompt, sources, timeouts."""
     scorer = scorer or summary["primary_scorer"]

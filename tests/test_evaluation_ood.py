@@ -251,3 +251,25 @@ def test_scorers_use_each_benchmarks_own_rules(scorer_name):
         results = scorer.score([rbench, rbench, scibench], completions)
     assert [r.correct for r in results] == [True, False, True]
     assert results[0].extracted == "F" and results[1].extracted is None
+
+
+def test_table_two_layout_per_domain_with_averages():
+    from evaluation.report import ood_markdown_table
+
+    def summary(name, values):
+        benchmarks = {
+            bench: {"display_name": bench.upper(), "in_domain": bench == "math500", "scores": {"mv": {"pass@1": v}}}
+            for bench, v in values.items()
+        }
+        return {"run_name": name, "primary_scorer": "mv", "scorers": {"mv": ""}, "benchmarks": benchmarks}
+
+    grpo = summary("GRPO", {"math500": 0.8, "prontoqa": 0.90, "folio": 0.70, "gpqa_diamond": 0.50, "scibench": 0.20})
+    masa = summary("MASA", {"math500": 0.8, "prontoqa": 0.94, "folio": 0.70, "gpqa_diamond": 0.54})
+    lines = ood_markdown_table([grpo, masa]).splitlines()
+    assert lines[2] == "| Domain | Benchmark | GRPO | MASA | Δ MASA vs GRPO |"
+    assert "| Logical Reasoning | PRONTOQA | 90.00 | 94.00 | +4.4% |" in lines
+    assert "|  | **Avg.** | 80.00 | 82.00 | +2.5% |" in lines  # logic: (90 + 70) / 2 vs (94 + 70) / 2
+    assert "| Scientific Reasoning | GPQA_DIAMOND | 50.00 | 54.00 | +8.0% |" in lines
+    assert "|  | **Avg.** | 35.00 | – | – |" in lines  # MASA lacks SciBench: no science average
+    assert not any("MATH500" in line for line in lines)  # in-domain sets belong to table 1
+    assert ood_markdown_table([summary("only math", {"math500": 0.5})]) is None
