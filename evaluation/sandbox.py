@@ -20,11 +20,14 @@ the program itself can undo, e.g. with ``ctypes``):
 Kernel-enforced
   * a fresh ``python -I -B`` (isolated mode: no PYTHON* variables, no user site, no bytecode writes) in a new
     session / process group, in its own temporary working directory that is deleted afterwards;
-  * an environment that holds nothing but ``PATH=/usr/bin:/bin`` (no tokens, no HF_*/WANDB_* variables);
+  * an environment that holds nothing but ``PATH=/usr/bin:/bin`` (no tokens, no HF_*/WANDB_* variables; Python
+    itself may add ``LC_CTYPE`` by its C-locale coercion);
   * rlimits set in the child before any program code runs: RLIMIT_AS (``memory_mb``), RLIMIT_CPU
     (``ceil(timeout_s) + 1``), RLIMIT_NPROC (``max_processes``), RLIMIT_FSIZE (``max_file_mb``), RLIMIT_NOFILE
-    (``max_open_files``), RLIMIT_CORE = 0;
-  * on timeout (and after every run) the whole process group is SIGKILLed;
+    (``max_open_files``), RLIMIT_CORE = 0 (CPython ignores SIGXFSZ, so a write past RLIMIT_FSIZE raises
+    ``OSError: File too large``: status "error");
+  * on timeout, and as soon as the main process has exited (after a 0.2 s drain of its pipes), the whole process
+    group is SIGKILLed, so background children neither keep the run alive nor outlive it;
   * stdout/stderr are read through pipes; only the last ``max_output_bytes`` of each are kept, and the process is
     killed once it has written ``output_kill_bytes`` in all, so 1 GB of ``print`` neither exhausts memory nor disk;
   * network: the child calls ``unshare(CLONE_NEWNET)`` (as root) or ``unshare(CLONE_NEWUSER | CLONE_NEWNET)``
@@ -34,10 +37,11 @@ Kernel-enforced
     the child drops to a fresh, unused uid/gid (one per run) before the program runs. Then RLIMIT_NPROC counts only
     that run's processes (root is exempt from RLIMIT_NPROC, so without the drop it would not apply), file permissions
     stop writes outside the sandbox except into world-writable directories (``/tmp``, ``/dev/shm``) and stop reading
-    root's private files (``/root`` is 0700, tokens under ``~/.cache``), and after the run every process of that uid
-    is SIGKILLed (``kill -KILL -1`` run as that uid), which also catches children that left the process group with
-    ``setsid()``. ``ExecutionResult.privileges_dropped`` says whether it happened. If ``sys.executable`` is not
-    readable by other users (a pyenv under ``/root``), ``/usr/bin/python3`` is used instead when it exists.
+    root's private files (``/root`` is 0700, tokens under ``~/.cache``), and after the run any process of that uid
+    still alive is SIGKILLed (``kill -KILL -1`` run as that uid), which also catches children that left the process
+    group with ``setsid()``. ``ExecutionResult.privileges_dropped`` says whether it happened. If ``sys.executable`` is
+    not usable by other users (a pyenv under ``/root``), ``/usr/bin/python3`` is used instead when it exists: then
+    only its own packages are importable, not the evaluator's venv (pass ``python=`` / ``drop_privileges=False``).
 
 Best effort (in-process, defeatable by the program)
   * an audit hook (``sys.addaudithook``) in the bootstrap refuses to create sockets and refuses opens for writing,
@@ -129,7 +133,8 @@ if cfg["net"]:
         uid, gid = os.getuid(), os.getgid()
         if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0:
             try:
-                for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+                maps = (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1"))
+                for name, text in maps:
                     with open(f"/proc/self/{name}", "w") as f:
                         f.write(text)
                 net = True
