@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from evaluation import ood
+from evaluation import code_benchmarks, ood
 from masa_trl.templates import SOLUTION_INSTRUCTION
 
 
@@ -78,6 +78,8 @@ class BenchmarkSpec:
 
     @property
     def kind(self) -> str:
+        if self.answer_format in code_benchmarks.ANSWER_FORMATS:
+            return "code"
         return "choice" if self.answer_format in ("choice", ood.LOGICLM, ood.LETTER) else "math"
 
     @property
@@ -116,7 +118,7 @@ class Problem:
         if prompt_style not in PROMPT_STYLES:
             raise ValueError(f"unknown prompt style {prompt_style!r}; choose one of {', '.join(PROMPT_STYLES)}")
         text = self.problem
-        if prompt_style == "instruct":
+        if prompt_style == "instruct" and self.kind != "code":  # a coding prompt carries its own instructions
             text = f"{text} {CHOICE_INSTRUCTION if self.kind == 'choice' else BOXED_INSTRUCTION}"
         return [{"role": "user", "content": text}]
 
@@ -213,10 +215,12 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
 
 # The out-of-domain logic and science sets of the paper's Table 2 (evaluation/ood.py).
 BENCHMARKS.update({args["name"]: BenchmarkSpec(**args) for args in ood.SPEC_ARGS})
+# The coding sets of Table 2 (evaluation/code_benchmarks.py), scored by execution in evaluation.sandbox.
+BENCHMARKS.update({args["name"]: BenchmarkSpec(**args) for args in code_benchmarks.SPEC_ARGS})
 
 MATH_BENCHMARKS = ("aime24", "aime25", "amc23", "math500", "minerva", "olympiadbench")
 BENCHMARK_GROUPS = {"math": MATH_BENCHMARKS, "paper": MATH_BENCHMARKS, "all": (*MATH_BENCHMARKS, "gpqa_diamond")}
-BENCHMARK_GROUPS.update(ood.GROUPS)  # logic, science (with GPQA-Diamond), ood = logic + science
+BENCHMARK_GROUPS.update(ood.GROUPS)  # logic, science (with GPQA-Diamond), code, ood = logic + science + code
 
 
 def _key(name: str) -> str:
@@ -457,6 +461,9 @@ def _rows_to_problems(
 ) -> Iterator[Problem]:
     if spec.answer_format in ood.ANSWER_FORMATS:
         yield from ood.rows_to_problems(spec, rows)
+        return
+    if spec.answer_format in code_benchmarks.ANSWER_FORMATS:
+        yield from code_benchmarks.rows_to_problems(spec, rows)
         return
     seen: set[str] = set()
     for index, row in enumerate(rows):

@@ -26,6 +26,8 @@ Answer extraction (`score_completion`) reads only an explicit final answer, neve
   commas and a trailing unit; correct when `math.isclose(pred, answer_number, rel_tol=0.05)`. When the unit carries a
   power of ten (`10^{-47} kg m^2`) a value written in the base unit (`1.2 \times 10^{-47}`) is accepted as well.
 
+The coding sets (MBPP, CRUX-O) live in `evaluation.code_benchmarks`; the group `ood` here is logic + science + code.
+
 The registry hook is in `evaluation.benchmarks` (the specs of `SPEC_ARGS`, the groups `logic`, `science`, `ood`, and
 `rows_to_problems` for the `letter` / `logiclm` / `scibench` answer formats).
 """
@@ -142,8 +144,9 @@ SPEC_ARGS: tuple[dict[str, Any], ...] = (
 
 LOGIC_BENCHMARKS = ("prontoqa", "proofwriter", "folio", "logicaldeduction", "ar_lsat")
 SCIENCE_BENCHMARKS = ("gpqa_diamond", "rbench", "arc_challenge", "scibench")
-OOD_BENCHMARKS = (*LOGIC_BENCHMARKS, *SCIENCE_BENCHMARKS)
-GROUPS = {"logic": LOGIC_BENCHMARKS, "science": SCIENCE_BENCHMARKS, "ood": OOD_BENCHMARKS}
+CODE_BENCHMARKS = ("mbpp", "cruxeval_o")  # evaluation/code_benchmarks.py
+OOD_BENCHMARKS = (*LOGIC_BENCHMARKS, *SCIENCE_BENCHMARKS, *CODE_BENCHMARKS)
+GROUPS = {"logic": LOGIC_BENCHMARKS, "science": SCIENCE_BENCHMARKS, "code": CODE_BENCHMARKS, "ood": OOD_BENCHMARKS}
 
 
 # ---------------------------------------------------------------------------------------------------------------

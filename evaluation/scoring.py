@@ -14,6 +14,10 @@ Multiple-choice items (GPQA) are scored by letter: `math_verify` reads only an e
 "the answer is (X)", "Answer: X"); `paper` follows the authors' `get_choice`, which falls back to the first standalone
 letter A-H of either case (so the article "a" counts as "A"; see `official_code_notes.md` §9.16).
 
+The coding sets (MBPP, CRUX-O) are scored alike by both: the completion's program / predicted output is run in
+`evaluation.sandbox` ([`evaluation.code_benchmarks`], `code_timeout_s` per program, default 10 s; make_scorer's
+`code_timeout`), correct = the program passes; sandbox timeouts count as timeouts, other errors as `code_errors`.
+
 Every scorer counts timeouts (`stats()["timeouts"]`); the report states which scorer produced each table.
 """
 
@@ -22,7 +26,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from evaluation import ood
+from evaluation import code_benchmarks, ood
 from evaluation.benchmarks import Problem
 
 
@@ -88,14 +92,27 @@ class Scorer:
 
     def __init__(self) -> None:
         self._stats: Counter = Counter()
+        # Coding sets (MBPP, CRUX-O): per-program limit of the sandbox runs (evaluation.code_benchmarks).
+        self.code_timeout_s: float = code_benchmarks.DEFAULT_TIMEOUT_S
 
     def score(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[ScoreResult]:
         if len(problems) != len(completions):
             raise ValueError(f"{len(problems)} problems for {len(completions)} completions")
         results: list[ScoreResult | None] = [None] * len(problems)
         own_rules = [ood.handles(p) for p in problems]  # the out-of-domain sets carry their own harness's rules
-        math_idx = [i for i, p in enumerate(problems) if p.kind != "choice" and not own_rules[i]]
+        code_idx = [i for i, p in enumerate(problems) if code_benchmarks.handles(p)]  # run in evaluation.sandbox
+        math_idx = [i for i, p in enumerate(problems) if p.kind not in ("choice", "code") and not own_rules[i]]
+        if code_idx:
+            scored, counts = code_benchmarks.score_batch(
+                [problems[i] for i in code_idx], [completions[i] for i in code_idx], timeout_s=self.code_timeout_s
+            )
+            for i, result in zip(code_idx, scored, strict=True):
+                results[i] = ScoreResult(*result)
+            self._stats["timeouts"] += counts.get("timeout", 0)
+            self._stats["code_errors"] += counts.get("error", 0)
         for i, problem in enumerate(problems):
+            if results[i] is not None:
+                continue
             if own_rules[i]:
                 results[i] = ScoreResult(*ood.score_completion(problem, completions[i]))
             elif problem.kind == "choice":
@@ -207,8 +224,15 @@ def scorer_name(name: str) -> str:
     raise ValueError(f"unknown scorer {name!r}; choose from {', '.join(SCORERS)}")
 
 
-def make_scorer(name: str, *, timeout: float | None = None) -> Scorer:
-    """A scorer by name: `math_verify` or `paper` (aliases: `masa_compat`, `compat`, `mv`)."""
+def make_scorer(name: str, *, timeout: float | None = None, code_timeout: float | None = None) -> Scorer:
+    """A scorer by name: `math_verify` or `paper` (aliases: `masa_compat`, `compat`, `mv`).
+
+    `timeout`: the math checker's; `code_timeout`: seconds per sandboxed program of the coding sets (default 10).
+    """
     if scorer_name(name) == "math_verify":
-        return MathVerifyScorer(timeout=timeout or 5.0)
-    return PaperScorer(timeout=timeout or 1.0)
+        scorer: Scorer = MathVerifyScorer(timeout=timeout or 5.0)
+    else:
+        scorer = PaperScorer(timeout=timeout or 1.0)
+    if code_timeout:
+        scorer.code_timeout_s = float(code_timeout)
+    return scorer

@@ -29,7 +29,11 @@ FIXTURE_COUNTS = {
 def test_groups_select_the_new_benchmarks():
     assert [s.name for s in resolve_benchmarks("logic")] == list(ood.LOGIC_BENCHMARKS)
     assert [s.name for s in resolve_benchmarks("science")] == ["gpqa_diamond", "rbench", "arc_challenge", "scibench"]
-    assert [s.name for s in resolve_benchmarks("ood")] == [*ood.LOGIC_BENCHMARKS, *ood.SCIENCE_BENCHMARKS]
+    assert [s.name for s in resolve_benchmarks("ood")] == [
+        *ood.LOGIC_BENCHMARKS,
+        *ood.SCIENCE_BENCHMARKS,
+        *ood.CODE_BENCHMARKS,
+    ]
     assert BENCHMARK_GROUPS["math"] == ("aime24", "aime25", "amc23", "math500", "minerva", "olympiadbench")
     assert get_benchmark("AR-LSAT").name == "ar_lsat" and get_benchmark("arc").name == "arc_challenge"
     assert get_benchmark("R-Bench").name == "rbench" and get_benchmark("logical_deduction").name == "logicaldeduction"
@@ -45,7 +49,7 @@ def test_specs_carry_the_hub_sources_and_are_out_of_domain():
         "answerKey",
     )
     assert (sci.hf_id, sci.problem_column, sci.answer_column) == ("xw27/scibench", "problem_text", "answer_number")
-    for name in ood.OOD_BENCHMARKS:
+    for name in (*ood.LOGIC_BENCHMARKS, *ood.SCIENCE_BENCHMARKS):  # the coding sets: tests/test_evaluation_code.py
         spec = get_benchmark(name)
         assert not spec.in_domain and spec.notes
         assert spec.kind == ("math" if name == "scibench" else "choice")
@@ -208,7 +212,7 @@ def test_cli_runs_ood_on_the_tiny_model(tiny_model_dir, tmp_path, capsys):
     assert main(args) == 0
     capsys.readouterr()
     summary = json.loads((tmp_path / "ood" / "summary.json").read_text())
-    counts = {**FIXTURE_COUNTS, "gpqa_diamond": 6}
+    counts = {**FIXTURE_COUNTS, "gpqa_diamond": 6, "mbpp": 5, "cruxeval_o": 6}
     assert set(summary["benchmarks"]) == set(counts)
     for name, count in counts.items():
         assert summary["benchmarks"][name]["num_problems"] == count
@@ -216,7 +220,7 @@ def test_cli_runs_ood_on_the_tiny_model(tiny_model_dir, tmp_path, capsys):
             json.loads(line) for line in (tmp_path / "ood" / "records" / f"{name}.jsonl").read_text().splitlines()
         ]
         assert len(records) == count
-        if name != "gpqa_diamond":  # the harness scoring of evaluation.ood runs on every real completion
+        if name in FIXTURE_COUNTS:  # the harness scoring of evaluation.ood runs on every real completion
             by_id = {p.problem_id: p for p in load_benchmark(name, source="fixtures")}
             for record in records:
                 correct, _ = score_completion(by_id[record["problem_id"]], record["completion"])
