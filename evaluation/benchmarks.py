@@ -456,6 +456,18 @@ def format_choice_problem(question: str, options: list[str]) -> str:
 # Loading
 
 
+def numbered_rows(spec: BenchmarkSpec, rows: Iterable[dict[str, Any]]) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """`(index, problem_id, row)`: the id column's value (the row index without one), made unique with `#index`."""
+    seen: set[str] = set()
+    for index, row in enumerate(rows):
+        raw_id = row.get(spec.id_column) if spec.id_column else None
+        problem_id = str(raw_id) if raw_id not in (None, "") else str(index)
+        if problem_id in seen:
+            problem_id = f"{problem_id}#{index}"
+        seen.add(problem_id)
+        yield index, problem_id, row
+
+
 def _rows_to_problems(
     spec: BenchmarkSpec, rows: Iterable[dict[str, Any]], *, seed: int, gpqa_shuffle: str
 ) -> Iterator[Problem]:
@@ -465,13 +477,7 @@ def _rows_to_problems(
     if spec.answer_format in code_benchmarks.ANSWER_FORMATS:
         yield from code_benchmarks.rows_to_problems(spec, rows)
         return
-    seen: set[str] = set()
-    for index, row in enumerate(rows):
-        raw_id = row.get(spec.id_column) if spec.id_column else None
-        problem_id = str(raw_id) if raw_id not in (None, "") else str(index)
-        if problem_id in seen:
-            problem_id = f"{problem_id}#{index}"
-        seen.add(problem_id)
+    for index, problem_id, row in numbered_rows(spec, rows):
         question = str(row[spec.problem_column] or "").strip()
         metadata = {"index": index}
         if spec.answer_format == "choice":

@@ -197,15 +197,9 @@ def _row_options(spec, row: dict[str, Any]) -> tuple[list[tuple[str, str]], str]
 
 def rows_to_problems(spec, rows: Iterable[dict[str, Any]]) -> Iterator[Any]:
     """The problems of a `logiclm` / `letter` / `scibench` benchmark (called by `evaluation.benchmarks`)."""
-    from evaluation.benchmarks import Problem, format_number
+    from evaluation.benchmarks import Problem, format_number, numbered_rows
 
-    seen: set[str] = set()
-    for index, row in enumerate(rows):
-        raw_id = row.get(spec.id_column) if spec.id_column else None
-        problem_id = str(raw_id) if raw_id not in (None, "") else str(index)
-        if problem_id in seen:
-            problem_id = f"{problem_id}#{index}"
-        seen.add(problem_id)
+    for index, problem_id, row in numbered_rows(spec, rows):
         metadata: dict[str, Any] = {"index": index, "scoring": spec.answer_format}
         if spec.answer_format == SCIBENCH:
             unit = str(row.get("unit") or "").strip()
