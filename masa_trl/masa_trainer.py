@@ -259,8 +259,9 @@ class MASAGRPOTrainer(GRPOTrainer):
         finally:
             self._prompt_plans = None
         self._solution_stats = self._gather_solution_stats(all_prompts, *self._solution_rollouts, plans=plans)
-        solution_trains = [plans is None or plans[(first_row + i) // group_size].trains for i in range(len(inputs))]
+        solution_trains = None
         if plans is not None:
+            solution_trains = [plans[(first_row + i) // group_size].trains for i in range(len(inputs))]
             self._recount_generation_metrics(solution_batch, plans, first_row, group_size)
         self._set_trained_rows(solution_batch, solution_trains)
         for meta_example in meta_inputs:
@@ -272,7 +273,7 @@ class MASAGRPOTrainer(GRPOTrainer):
         with self._meta_phase(mode) as (meta_metrics, meta_logs):
             meta_batch = super()._generate_and_score_completions(meta_inputs)
         meta_batch["advantages"] = meta_batch["advantages"] * self.args.meta_loss_weight
-        meta_trains = [plans is None or not plans[example["prompt_index"]].skip for example in meta_inputs]
+        meta_trains = None if plans is None else [not plans[example["prompt_index"]].skip for example in meta_inputs]
         self._set_trained_rows(meta_batch, meta_trains)
         predictions, prompt_index = self._record_meta_phase(mode, meta_inputs, meta_metrics, meta_logs)
         if mode == "train" and self.args.use_expert_bc:
@@ -329,13 +330,17 @@ class MASAGRPOTrainer(GRPOTrainer):
             self._row_plans.append(plan)
         return hinted
 
-    def _set_trained_rows(self, batch, trains: list[bool]) -> None:
+    def _set_trained_rows(self, batch, trains: list[bool] | None) -> None:
         """Flag the rows that enter the loss; the others keep their shape but carry no loss and no tokens.
 
         Untrained rows (skipped and audited solutions, the meta rows of skipped prompts) stay in the batch so that
-        every process holds the same number of rows; `_compute_loss` leaves them out of its row means.
+        every process holds the same number of rows; `_compute_loss` leaves them out of its row means. `None` (no
+        MASA-efficient plan, which is decided alike on every process) means every row trains: nothing to mask.
         """
         device = batch["completion_mask"].device
+        if trains is None:
+            batch["trained"] = torch.ones(batch["completion_mask"].size(0), dtype=torch.bool, device=device)
+            return
         keep = torch.tensor(trains, dtype=torch.bool, device=device)
         batch["trained"] = keep
         # No early exit when every local row trains: another process may have untrained rows, and all must gather.
