@@ -10,6 +10,7 @@ python -m evaluation list
 
 import argparse
 import logging
+import math
 import sys
 import textwrap
 from pathlib import Path
@@ -24,6 +25,7 @@ from evaluation.benchmarks import (
     get_benchmark,
     local_benchmark,
 )
+from evaluation.code_benchmarks import DEFAULT_TIMEOUT_S as DEFAULT_CODE_TIMEOUT_S
 from evaluation.runner import ResumeMismatchError
 
 
@@ -32,6 +34,17 @@ def _int_list(text: str) -> tuple[int, ...]:
         return tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _positive_seconds(text: str) -> float:
+    """A time limit in seconds: a finite number above 0 (argparse names the flag in its error)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0, got {text!r}")
+    return value
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -108,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         "authors' grader semantics)",
     )
     g.add_argument("--scorer-timeout", type=float, default=None, help="seconds per check (math_verify 5, paper 1)")
+    g.add_argument(
+        "--code-timeout",
+        type=_positive_seconds,
+        default=DEFAULT_CODE_TIMEOUT_S,
+        metavar="SECONDS",
+        help="seconds per sandboxed program of the coding sets",
+    )
     g.add_argument(
         "--paper-protocol",
         action="store_true",
@@ -231,6 +251,7 @@ def run_main(argv: list[str]) -> int:
         system_prompt=args.system_prompt,
         scorers=scorers,
         scorer_timeout=args.scorer_timeout,
+        code_timeout=args.code_timeout,
         data_source="fixtures" if args.fixtures else "auto",
         data_files=overrides,
         custom_benchmarks=custom,

@@ -58,7 +58,8 @@ class BenchmarkSpec:
     `answer_format` selects the answer normalisation: `"string"` (LaTeX, stripped of enclosing `$`), `"integer"`
     (AIME: `"033"` -> `"33"`), `"number"` (AMC: float `27.0` -> `"27"`), `"list"` (OlympiadBench `final_answer`:
     a list of `$...$` strings) or `"choice"` (GPQA: the answer column holds the correct option's text and
-    `choice_columns` the distractors; the loader shuffles the options and the gold becomes a letter).
+    `choice_columns` the distractors; the loader shuffles the options and the gold becomes a letter, A-D; the
+    scorers read the completion's letter as `evaluation.scoring`'s module doc says, per scorer).
     """
 
     name: str
@@ -208,7 +209,11 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             answer_format="choice",
             in_domain=False,
             aliases=("gpqa", "gpqa-diamond", "gpqa_d"),
-            notes="Gated on the Hub: accept the terms and log in, or pass the CSV with --data-file.",
+            notes=(
+                "Gated on the Hub: accept the terms and log in, or pass the CSV with --data-file. Scored by letter: "
+                "math_verify the last explicit option letter A-D (evaluation.ood's letter rules), paper the authors' "
+                "get_choice (first standalone letter fallback; see evaluation.scoring)."
+            ),
         ),
     )
 }
@@ -221,6 +226,7 @@ BENCHMARKS.update({args["name"]: BenchmarkSpec(**args) for args in code_benchmar
 MATH_BENCHMARKS = ("aime24", "aime25", "amc23", "math500", "minerva", "olympiadbench")
 BENCHMARK_GROUPS = {"math": MATH_BENCHMARKS, "paper": MATH_BENCHMARKS, "all": (*MATH_BENCHMARKS, "gpqa_diamond")}
 BENCHMARK_GROUPS.update(ood.GROUPS)  # logic, science (with GPQA-Diamond), code, ood = logic + science + code
+BENCHMARK_GROUPS.update(code_benchmarks.GROUPS)  # code (the same five sets), evalplus = HumanEval+ and MBPP+
 
 
 def _key(name: str) -> str:

@@ -9,7 +9,9 @@ repository, not Hub datasets: pass `--data-file prontoqa=PATH/dev.json` (the MAS
 Science: R-Bench (`R-Bench/R-Bench`, config `rbench-t_en`, split `test`, 1,094 text items, options A-F; letter),
 ARC-Challenge (`allenai/ai2_arc`, `ARC-Challenge`, `test`; `choices.{label,text}`, `answerKey`; a few items use the
 labels 1-4, which are shown and scored as A-D), SciBench (`xw27/scibench`; `problem_text`, `answer_number`, `unit`;
-numeric, relative tolerance 5%). GPQA-Diamond is registered in `evaluation.benchmarks` and keeps its scoring there.
+numeric, relative tolerance 5%). GPQA-Diamond is registered in `evaluation.benchmarks` (its own loader, the per-item
+option shuffle); its `math_verify` scorer reads the letter with `extract_letter` below over its options A-D, its
+`paper` scorer keeps the authors' `get_choice` (`evaluation.scoring`'s module doc says why).
 
 Sampling settings are not part of a spec (as for the math sets): the paper's n = 32, T = 0.6, top-p 1.0, 16,384 new
 tokens, pass@1 and pass@32 are `EvalConfig`'s defaults.
@@ -36,6 +38,8 @@ import math
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
+
+from evaluation.code_benchmarks import CODE_BENCHMARKS  # code_benchmarks imports nothing of ours at module level
 
 
 LETTERS = "ABCDEFGHIJ"
@@ -144,7 +148,6 @@ SPEC_ARGS: tuple[dict[str, Any], ...] = (
 
 LOGIC_BENCHMARKS = ("prontoqa", "proofwriter", "folio", "logicaldeduction", "ar_lsat")
 SCIENCE_BENCHMARKS = ("gpqa_diamond", "rbench", "arc_challenge", "scibench")
-CODE_BENCHMARKS = ("mbpp", "cruxeval_o")  # evaluation/code_benchmarks.py
 OOD_BENCHMARKS = (*LOGIC_BENCHMARKS, *SCIENCE_BENCHMARKS, *CODE_BENCHMARKS)
 GROUPS = {"logic": LOGIC_BENCHMARKS, "science": SCIENCE_BENCHMARKS, "code": CODE_BENCHMARKS, "ood": OOD_BENCHMARKS}
 

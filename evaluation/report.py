@@ -125,7 +125,8 @@ def markdown_table(
     return "\n".join(lines) + "\n"
 
 
-# Table 2's domains, in its order; a benchmark is reported under the first domain that lists it.
+# Table 2's domains, in its order; a benchmark is reported under the first domain that lists it. Rows that the paper
+# merges into one number (EvalPlus = mean of HumanEval+ and MBPP+) come from `evaluation.code_benchmarks.TABLE_ROWS`.
 OOD_DOMAINS = {"Logical Reasoning": "logic", "Scientific Reasoning": "science", "Coding": "code"}
 
 
@@ -138,9 +139,12 @@ def ood_markdown_table(
 ) -> str | None:
     """Table 2-style Markdown: per out-of-domain domain, one row per benchmark and an "Avg." row, one column per run.
 
-    The first run is the baseline of the relative-gain column (the last one against it). A domain's average is the
-    unweighted mean of its benchmarks, left empty for a run that lacks one of them (as in `markdown_table`).
-    Returns `None` when no run holds an out-of-domain benchmark of a known domain.
+    The first run is the baseline of the relative-gain column (the last one against it). Benchmarks that the paper
+    reports as one number share a row (`code_benchmarks.TABLE_ROWS`: "EvalPlus" = the unweighted mean of HumanEval+
+    and MBPP+, shown where both are among the runs' benchmarks, empty for a run that lacks one of them). A domain's
+    average is the unweighted mean of its rows (so EvalPlus counts once, as in the paper's table), left empty for a
+    run that lacks one of them (as in `markdown_table`). Returns `None` when no run holds an out-of-domain benchmark
+    of a known domain.
     """
     from evaluation.benchmarks import BENCHMARK_GROUPS
 
@@ -156,7 +160,7 @@ def ood_markdown_table(
         members = [name for name in BENCHMARK_GROUPS.get(group, ()) if name in display and name not in placed]
         placed.update(members)
         if members:
-            sections.append((domain, members))
+            sections.append((domain, _table_rows(members, display)))
     if not sections:
         return None
     header = ["Domain", "Benchmark", *names]
@@ -171,12 +175,37 @@ def ood_markdown_table(
             cells.append(_gain(values[-1], values[0]))
         return "| " + " | ".join(cells) + " |"
 
-    for domain, members in sections:
-        for k, name in enumerate(members):
-            values = [_value(summary, name, scorer, metric) for summary in summaries]
-            lines.append(row(domain if k == 0 else "", display[name], values))
-        lines.append(row("", "**Avg.**", [_average(summary, members, scorer, metric) for summary in summaries]))
+    for domain, rows in sections:
+        table = [[_average(summary, list(names), scorer, metric) for summary in summaries] for _, names in rows]
+        for k, ((label, _), values) in enumerate(zip(rows, table, strict=True)):
+            lines.append(row(domain if k == 0 else "", label, values))
+        averages = [_mean([values[j] for values in table]) for j in range(len(summaries))]
+        lines.append(row("", "**Avg.**", averages))
     return "\n".join(lines) + "\n"
+
+
+def _mean(values: list[float | None]) -> float | None:
+    if not values or any(v is None for v in values):
+        return None
+    return sum(values) / len(values)
+
+
+def _table_rows(members: list[str], display: dict[str, str]) -> list[tuple[str, tuple[str, ...]]]:
+    """`(label, benchmarks averaged in the row)` per row: a combined row replaces its members where all are shown."""
+    from evaluation.code_benchmarks import TABLE_ROWS
+
+    rows: list[tuple[str, tuple[str, ...]]] = []
+    merged: set[str] = set()
+    for name in members:
+        if name in merged:
+            continue
+        combined = next((item for item in TABLE_ROWS.items() if name in item[1]), None)
+        if combined and all(m in members for m in combined[1]):
+            rows.append(combined)
+            merged.update(combined[1])
+        else:
+            rows.append((display[name], (name,)))
+    return rows
 
 
 def describe_run(summary: dict[str, Any], scorer: str | None = None) -> str:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evaluation import code_benchmarks
 from evaluation.benchmarks import (
     PROMPT_STYLES,
     BenchmarkSpec,
@@ -98,6 +99,7 @@ class EvalConfig:
     # scoring
     scorers: tuple[str, ...] = ("math_verify",)
     scorer_timeout: float | None = None
+    code_timeout: float = code_benchmarks.DEFAULT_TIMEOUT_S  # seconds per sandboxed program (coding sets)
     # data
     data_source: str = "auto"  # auto | hub | fixtures
     data_files: dict[str, str] = field(default_factory=dict)  # benchmark name -> local file
@@ -141,6 +143,7 @@ class EvalConfig:
             raise ValueError("at least one scorer is needed")
         for name in self.scorers:  # a typo fails here, before a model is loaded or a run folder made
             scorer_name(name)
+        self.code_timeout = _positive_seconds(self.code_timeout, "code_timeout (--code-timeout)")
 
     @property
     def run_dir(self) -> Path:
@@ -159,6 +162,17 @@ class EvalConfig:
         if self.meta or self.notion_feedin:
             settings |= {key: getattr(self, key) for key in META_KEYS}
         return settings | {"n": self.n, "backend": backend_name}
+
+
+def _positive_seconds(value: Any, name: str) -> float:
+    """`value` as a finite number of seconds above 0, else a ValueError naming the setting."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"{name} must be a finite number of seconds above 0, got {value!r}")
+    return seconds
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -529,7 +543,7 @@ class Evaluator:
         c = self.config
         scorers = {}
         for name in c.scorers:
-            scorer = make_scorer(name, timeout=c.scorer_timeout)
+            scorer = make_scorer(name, timeout=c.scorer_timeout, code_timeout=c.code_timeout)
             scorers[scorer.name] = scorer
         primary = next(iter(scorers))
         started = time.time()

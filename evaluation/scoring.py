@@ -10,13 +10,28 @@ Two scorers, selectable by name (`--scorers math_verify,paper`):
   check in a worker process killed after `timeout` seconds. It uses `final_answer[0]` on OlympiadBench, as the
   authors did.
 
-Multiple-choice items (GPQA) are scored by letter: `math_verify` reads only an explicit answer (a boxed letter,
-"the answer is (X)", "Answer: X"); `paper` follows the authors' `get_choice`, which falls back to the first standalone
-letter A-H of either case (so the article "a" counts as "A"; see `official_code_notes.md` §9.16).
+GPQA-Diamond is scored by letter, differently by the two scorers (a deliberate split):
+
+* `math_verify` uses the letter rules of the out-of-domain sets ([`evaluation.ood.extract_letter`], the same as
+  R-Bench, ARC and the Logic-LM sets), restricted to the item's own options A-D: the LAST explicit answer among
+  `\boxed{X}` (also `\boxed{\text{X}}`, `\boxed{\mathrm{X}}`, `\boxed{X) text}`) and "the answer is (X)" /
+  "Answer: X" / "the correct option is X", preferring the text after `</think>`; never a first standalone letter,
+  and a lowercase letter only inside a box or brackets, so the article in "this answer is a consequence of ..." is
+  no answer. Options discussed in the reasoning ("A) is wrong because ...", "Option B seems ...") are not answers,
+  and a letter outside A-D ("the answer is (E)") is none either.
+* `paper` keeps the authors' `get_choice` unchanged ([`extract_choice_paper`]): a boxed / bracketed / prefixed
+  letter A-H, else the FIRST standalone letter A-H of either case (so the article "a" counts as "A"; see
+  `official_code_notes.md` §9.16). Its defects are kept on purpose: with `--paper-protocol` (the authors' loader,
+  every correct option at "D", §9.15) it exists to reproduce the paper's GPQA number, which was produced with that
+  extraction; a fixed extraction would no longer reproduce it. Use `math_verify` for a GPQA number to trust.
+
+The other out-of-domain letter sets (R-Bench, ARC, Logic-LM) and SciBench are scored by `evaluation.ood`'s rules
+under both scorers (`ood.handles`).
 
 The coding sets (MBPP, CRUX-O) are scored alike by both: the completion's program / predicted output is run in
 `evaluation.sandbox` ([`evaluation.code_benchmarks`], `code_timeout_s` per program, default 10 s; make_scorer's
-`code_timeout`), correct = the program passes; sandbox timeouts count as timeouts, other errors as `code_errors`.
+`code_timeout`, in a run `--code-timeout` / `EvalConfig.code_timeout`), correct = the program passes; sandbox
+timeouts count as timeouts, other errors as `code_errors`.
 
 Every scorer counts timeouts (`stats()["timeouts"]`); the report states which scorer produced each table.
 """
@@ -27,7 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from evaluation import code_benchmarks, ood
-from evaluation.benchmarks import Problem
+from evaluation.benchmarks import CHOICE_LETTERS, Problem
 
 
 SCORERS = ("math_verify", "paper")
@@ -40,25 +55,19 @@ class ScoreResult:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Multiple-choice letters
-
-_LETTER = r"\(?\s*([A-Da-d])\s*\)?"
-_STRICT_PATTERNS = (
-    re.compile(r"\\boxed\{\s*(?:\\text(?:bf)?\{)?\s*\(?([A-Da-d])\)?\s*\}?\s*\}"),
-    re.compile(r"(?i:answer\s+is)\s*:?\s*\**" + _LETTER + r"(?![A-Za-z])"),
-    re.compile(r"(?i:answer)\s*:\s*\**" + _LETTER + r"(?![A-Za-z])"),
-)
+# Multiple-choice letters (GPQA; the module doc says which scorer uses which rule, and why)
 
 
-def extract_choice(text: str) -> str | None:
-    """The letter of an explicit final answer (the last one found), or None."""
-    text = text or ""
-    best: tuple[int, str] | None = None
-    for pattern in _STRICT_PATTERNS:
-        for match in pattern.finditer(text):
-            if best is None or match.start() >= best[0]:
-                best = (match.start(), match.group(1).upper())
-    return best[1] if best else None
+def choice_letters(problem: Problem) -> str:
+    """The option letters of a `"choice"` problem (GPQA: A-D), one per option."""
+    return CHOICE_LETTERS[: len(problem.choices)] or CHOICE_LETTERS
+
+
+def extract_choice(text: str, letters: str = CHOICE_LETTERS) -> str | None:
+    """`math_verify`'s GPQA letter: the last explicit answer among `letters`, by `evaluation.ood`'s letter rules
+    ([`ood.extract_letter`]: boxed letter or "the answer is (X)", text after `</think>` first, never a first
+    standalone letter, a lowercase letter only boxed or bracketed), or None."""
+    return ood.extract_letter(text or "", letters or CHOICE_LETTERS)
 
 
 _PAPER_PATTERNS = (
@@ -70,7 +79,9 @@ _STANDALONE_LETTER = re.compile(r"\b([A-Ha-h])\b")
 
 
 def extract_choice_paper(text: str) -> str | None:
-    """The authors' letter extraction: boxed / bracketed / prefixed letter, else the first standalone A-H, a-h."""
+    """The authors' letter extraction (`get_choice`): boxed / bracketed / prefixed letter, else the FIRST standalone
+    A-H, a-h. Kept as the authors had it, article "a" -> "A" included: the `paper` scorer reproduces their GPQA
+    protocol (see the module doc)."""
     text = text or ""
     for pattern in _PAPER_PATTERNS:
         matches = pattern.findall(text)
@@ -116,7 +127,7 @@ class Scorer:
             if own_rules[i]:
                 results[i] = ScoreResult(*ood.score_completion(problem, completions[i]))
             elif problem.kind == "choice":
-                letter = self._extract_choice(completions[i])
+                letter = self._extract_choice(completions[i], problem)
                 results[i] = ScoreResult(letter is not None and letter == problem.answer, letter)
         if math_idx:
             scored = self._score_math([problems[i] for i in math_idx], [completions[i] for i in math_idx])
@@ -127,8 +138,9 @@ class Scorer:
         self._stats["no_answer"] += sum(r.extracted in (None, "") for r in results)
         return results  # type: ignore[return-value]
 
-    def _extract_choice(self, text: str) -> str | None:
-        return extract_choice(text)
+    def _extract_choice(self, text: str, problem: Problem) -> str | None:
+        """The letter of a GPQA-style `"choice"` problem: `evaluation.ood`'s letter rules over its own options."""
+        return extract_choice(text, choice_letters(problem))
 
     def _score_math(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[ScoreResult]:
         raise NotImplementedError
@@ -194,7 +206,8 @@ class PaperScorer(Scorer):
 
         self.checker = SymbolicChecker(timeout=timeout)
 
-    def _extract_choice(self, text: str) -> str | None:
+    def _extract_choice(self, text: str, problem: Problem) -> str | None:
+        """The authors' `get_choice` (A-H, first standalone letter fallback), kept to reproduce their GPQA number."""
         return extract_choice_paper(text)
 
     def _score_math(self, problems, completions):

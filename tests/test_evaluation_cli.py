@@ -180,3 +180,58 @@ def test_help_of_negation_flags_is_truthful():
     ):
         assert re.search(rf"{flag} [^()]*\(default: {feature} on; {flag} turns it off\)", flat), flag
     assert re.search(r"--fixtures .*?\(default: off\)", flat)
+
+
+def _looping_script(problem, idx, prompt):
+    """An MBPP program that never ends: only the sandbox's per-program timeout stops it."""
+    return "Here is my solution.\n```python\nwhile True:\n    pass\n```", "stop"
+
+
+def test_code_timeout_reaches_the_scorer_and_the_saved_config(tmp_path, monkeypatch):
+    """`--code-timeout` is each scorer's per-program sandbox limit, and it is saved with the run's settings."""
+    from evaluation import code_benchmarks, runner
+
+    backend = ScriptedBackend(_all_problems("mbpp"), _looping_script)
+    real_run, real_make, real_batch = runner.run_evaluation, runner.make_scorer, code_benchmarks.score_batch
+    made, batches = [], []
+
+    def make_scorer(name, **kwargs):
+        scorer = real_make(name, **kwargs)
+        made.append((scorer.name, kwargs.get("code_timeout"), scorer.code_timeout_s))
+        return scorer
+
+    def score_batch(problems, completions, **kwargs):
+        batches.append(kwargs.get("timeout_s"))
+        return real_batch(problems, completions, **kwargs)
+
+    monkeypatch.setattr(runner, "run_evaluation", lambda config: real_run(config, backend=backend))
+    monkeypatch.setattr(runner, "make_scorer", make_scorer)
+    monkeypatch.setattr(code_benchmarks, "score_batch", score_batch)
+    args = ["--model", "scripted-model", "--benchmarks", "mbpp", "--fixtures", "--limit", "1", "--n", "1", "--k", "1"]
+    args += ["--scorers", "math_verify,paper", "--output-dir", str(tmp_path), "--no-progress", "--code-timeout", "1.5"]
+    assert main(args) == 0
+    assert made == [("math_verify", 1.5, 1.5), ("paper", 1.5, 1.5)]
+    assert batches == [1.5, 1.5]
+    summary = json.loads((tmp_path / "scripted-model" / "summary.json").read_text())
+    assert summary["config"]["code_timeout"] == 1.5
+    assert json.loads((tmp_path / "scripted-model" / "config.json").read_text())["config"]["code_timeout"] == 1.5
+    # The endless program was stopped by that limit, not the default 10 s.
+    assert summary["scorer_stats"]["math_verify"]["timeouts"] == 1
+    assert build_parser().parse_args(["--model", "m"]).code_timeout == code_benchmarks.DEFAULT_TIMEOUT_S == 10
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "nan", "inf", "ten"])
+def test_a_bad_code_timeout_is_an_error_naming_the_flag(tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as exc:
+        main(["--model", "m", "--output-dir", str(tmp_path), "--code-timeout", value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --code-timeout" in err and repr(value) in err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("value", [0, -1.0, float("nan"), "soon"])
+def test_the_run_config_checks_code_timeout(tmp_path, value):
+    with pytest.raises(ValueError, match=r"code_timeout \(--code-timeout\) must be"):
+        _config(tmp_path, code_timeout=value)
+    assert _config(tmp_path, code_timeout="2").code_timeout == 2.0

@@ -39,6 +39,24 @@ def test_groups_select_the_new_benchmarks():
     assert get_benchmark("R-Bench").name == "rbench" and get_benchmark("logical_deduction").name == "logicaldeduction"
 
 
+def test_the_code_group_is_code_benchmarks_own_list():
+    """ood.CODE_BENCHMARKS is code_benchmarks'.CODE_BENCHMARKS (no copy to drift), and importing code_benchmarks
+    alone pulls in neither ood nor the registry (no import cycle)."""
+    import subprocess
+    import sys
+
+    from evaluation import code_benchmarks
+
+    assert ood.CODE_BENCHMARKS is code_benchmarks.CODE_BENCHMARKS
+    assert ood.GROUPS["code"] == code_benchmarks.CODE_BENCHMARKS == BENCHMARK_GROUPS["code"]
+    assert ood.OOD_BENCHMARKS[-len(code_benchmarks.CODE_BENCHMARKS) :] == code_benchmarks.CODE_BENCHMARKS
+    code = (
+        "import sys, evaluation.code_benchmarks; "
+        "assert not {'evaluation.ood', 'evaluation.benchmarks'} & set(sys.modules), sorted(sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_specs_carry_the_hub_sources_and_are_out_of_domain():
     rbench, arc, sci = get_benchmark("rbench"), get_benchmark("arc_challenge"), get_benchmark("scibench")
     assert (rbench.hf_id, rbench.config, rbench.split) == ("R-Bench/R-Bench", "rbench-t_en", "test")
@@ -212,7 +230,10 @@ def test_cli_runs_ood_on_the_tiny_model(tiny_model_dir, tmp_path, capsys):
     assert main(args) == 0
     capsys.readouterr()
     summary = json.loads((tmp_path / "ood" / "summary.json").read_text())
-    counts = {**FIXTURE_COUNTS, "gpqa_diamond": 6, "mbpp": 5, "cruxeval_o": 6}
+    # The code group is evaluation.code_benchmarks' own list (coding sets join it there): one run each, on its fixture.
+    code = {name: len(load_benchmark(name, source="fixtures")) for name in ood.CODE_BENCHMARKS}
+    assert (code["mbpp"], code["cruxeval_o"]) == (5, 6)
+    counts = {**FIXTURE_COUNTS, "gpqa_diamond": 6, **code}
     assert set(summary["benchmarks"]) == set(counts)
     for name, count in counts.items():
         assert summary["benchmarks"][name]["num_problems"] == count

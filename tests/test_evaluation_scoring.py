@@ -1,5 +1,7 @@
 """Both scorers on the committed fixtures, where they agree and where the paper-compatible one differs."""
 
+from dataclasses import replace
+
 import pytest
 
 from evaluation.benchmarks import BENCHMARKS, Problem, load_benchmark
@@ -103,12 +105,80 @@ def test_paper_extraction_and_normalisation():
 
 def test_choice_extraction():
     assert extract_choice("so the answer is (C).") == "C"
-    assert extract_choice("A or B? Answer: b") == "B"
+    # A lowercase letter is an answer only boxed or bracketed (evaluation.ood's rule): "Answer: a photon ..." is none.
+    assert extract_choice("A or B? Answer: (b)") == "B"
+    assert extract_choice("A or B? Answer: b") is None
     assert extract_choice("\\boxed{\\text{D}}") == "D"
     assert extract_choice("I think a photon mediates it") is None
     # The authors' fallback: the first standalone letter, so the article "a" reads as "A".
     assert extract_choice_paper("I think a photon mediates it") == "A"
     assert extract_choice_paper("\\boxed{C}") == "C"
+
+
+# GPQA reasoning traces whose correct option is C, with decoy letters before (or after) the final answer. The robust
+# scorer reads them with evaluation.ood's letter rules over GPQA's options A-D; the old A-D extraction (a lowercase
+# letter after "answer is" / "answer:" counted, \\boxed{} only with a bare letter, no "correct option is") read the
+# ones with an `old:` comment wrongly.
+GPQA_TRACES = {
+    # name: (trace, math_verify's letter); the comment says what the old extraction read where it differs
+    "decoys-then-boxed-then-article": (
+        (
+            "A) is wrong because the spin is not conserved. Option B seems plausible, but it breaks parity. "
+            "So the answer is \\boxed{C}. Note that this answer is a direct consequence of gauge invariance."
+        ),
+        "C",  # old: A ("answer is a")
+    ),
+    "correct-option-is": (
+        "Option B seems right at first, but it ignores the mass term, so the correct option is C.",
+        "C",  # old: None
+    ),
+    "article-after-answer": ("The answer is (C), since the answer is a consequence of the symmetry.", "C"),  # old: A
+    "boxed-with-text": ("Checking: A) too small, B) wrong sign, D) wrong units. \\boxed{C) 12 eV}", "C"),  # old: None
+    "boxed-mathrm": ("Only one fits. The final answer is $\\boxed{\\mathrm{C}}$.", "C"),  # old: None
+    "after-think": ("<think>Answer: B? No, B double counts.</think>\n\nThe correct choice is C.", "C"),  # old: B
+    "answer-then-article": ("Answer: C. Option A and the answer is a trap for the unwary.", "C"),  # old: A
+    "bracketed": ("It is (C); a photon is exchanged, not a gluon. The answer is (C)", "C"),
+    "no-answer": ("Between A and D it is hard to say; the answer is a bit subtle.", None),  # old: A
+    "not-an-option": ("The answer is (E).", None),  # not one of GPQA's options
+}
+
+
+@pytest.mark.parametrize(("trace", "expected"), GPQA_TRACES.values(), ids=GPQA_TRACES)
+def test_gpqa_robust_scorer_reads_the_last_explicit_letter(scorers, trace, expected):
+    """math_verify reads GPQA with evaluation.ood's letter rules (its options A-D): decoys earlier in the trace, an
+    article "a" after "answer is", a letter outside A-D are no answer; `\\boxed{C) text}`, `\\boxed{\\mathrm{C}}`,
+    "the correct option is C" and the text after </think> are."""
+    problem = replace(load_benchmark("gpqa_diamond", source="fixtures")[0], answer="C", answers=("C",))
+    assert extract_choice(trace) == expected
+    result = scorers["math_verify"].score([problem], [trace])[0]
+    assert (result.correct, result.extracted) == (expected == "C", expected)
+
+
+def test_gpqa_robust_and_r_bench_letters_agree():
+    """GPQA's robust extraction is evaluation.ood's, over A-D: the same verdicts as for a letter set's item."""
+    from evaluation import ood
+
+    for trace, _expected in GPQA_TRACES.values():
+        assert extract_choice(trace) == ood.extract_letter(trace, "ABCD")
+    assert extract_choice("\\boxed{E}") is None and ood.extract_letter("\\boxed{E}", "ABCDEF") == "E"
+
+
+def test_gpqa_paper_scorer_keeps_the_authors_get_choice(scorers):
+    """The paper scorer reproduces the authors' GPQA protocol (`--paper-protocol`: every correct option at D), so it
+    keeps their get_choice: a bracketed letter anywhere wins, else the FIRST standalone letter, the article "a" too."""
+    problem = load_benchmark("gpqa_diamond", source="fixtures", gpqa_shuffle="paper")[0]
+    assert problem.answer == "D"
+    traces = [
+        "I think a photon mediates it, so D is right.",  # the article "a" -> A
+        "Option B seems right at first, but the correct option is D.",  # the first standalone letter -> B
+        "The answer is (D).",
+        "\\boxed{D}",
+    ]
+    results = scorers["paper"].score([problem] * len(traces), traces)
+    assert [r.extracted for r in results] == ["A", "B", "D", "D"]
+    assert [r.correct for r in results] == [False, False, True, True]
+    robust = scorers["math_verify"].score([problem] * len(traces), traces)
+    assert [r.extracted for r in robust] == [None, "D", "D", "D"]
 
 
 def test_paper_scorer_counts_timeouts():
