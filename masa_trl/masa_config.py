@@ -51,6 +51,18 @@ class MASAConfig(GRPOConfig):
             Weight of the meta rows in the policy loss, applied by scaling their advantages (every TRL policy loss
             is positively homogeneous in the advantage, so this is an exact weighting of the meta objective).
 
+        > Parameters that control generation
+
+        joint_generation (`bool`, *optional*, defaults to `True`):
+            Generate a step's meta and solution rollouts in one generation call (one `LLM.generate` in vLLM colocate
+            mode, all requests in flight at once in server mode, one padded `generate` on transformers), as the paper's
+            parallel rollouts, so that meta generation hides in the solutions' long tail. `False` makes one call per
+            kind. MASA-efficient generates the meta rollouts first by design (the plan needs them), from
+            `efficient_start_step` on.
+        vllm_request_timeout (`float`, *optional*, defaults to `3600.0`):
+            vLLM server mode: seconds the main process waits for the server's answers to one generation call. A
+            request that fails or takes longer stops training on every process with an error naming the server.
+
         > Parameters that control the expert behaviour-cloning pass (paper section 3.3)
 
         use_expert_bc (`bool`, *optional*, defaults to `False`):
@@ -144,6 +156,15 @@ class MASAConfig(GRPOConfig):
         metadata={"help": "Weight of the meta rows in the policy loss (scales their advantages)."},
     )
 
+    joint_generation: bool = field(
+        default=True,
+        metadata={"help": "Generate the meta and solution rollouts of a step in one generation call."},
+    )
+    vllm_request_timeout: float = field(
+        default=3600.0,
+        metadata={"help": "vLLM server mode: seconds to wait for the answers to one generation call."},
+    )
+
     use_expert_bc: bool = field(
         default=False,
         metadata={
@@ -230,6 +251,10 @@ class MASAConfig(GRPOConfig):
             raise ValueError(f"difficulty_base must lie in (0, 1), got {self.difficulty_base} (the paper uses 0.01).")
         if self.meta_loss_weight < 0:
             raise ValueError(f"meta_loss_weight must be >= 0, got {self.meta_loss_weight}.")
+        if not self.vllm_request_timeout > 0:
+            raise ValueError(
+                f"vllm_request_timeout must be a positive number of seconds, got {self.vllm_request_timeout}."
+            )
         if self.use_expert_bc:
             for name in ("expert_buffer_size", "expert_bc_steps", "expert_bc_batch_size"):
                 if getattr(self, name) < 1:

@@ -39,6 +39,16 @@ def masa_dataset(problems: dict[str, str]) -> Dataset:
     return Dataset.from_dict({"problem": list(problems), "answer": list(problems.values())})
 
 
+def script_generation(trainer, generation):
+    """Replace the trainer's calls into TRL's generation (`MASAGRPOTrainer._trl_generate`) by `generation`.
+
+    MASA generates every row through `_trl_generate`, TRL's `_generate_single_turn`; patching it on the instance
+    scripts this trainer only. Returns `generation`.
+    """
+    trainer._trl_generate = lambda prompt_ids, num_generations: generation(prompt_ids, None, {}, num_generations)
+    return generation
+
+
 class ScriptedGeneration:
     """Stands in for `GRPOTrainer._generate_single_turn`.
 

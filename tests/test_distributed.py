@@ -94,5 +94,5 @@ def test_efficient_with_one_rank_gating_everything(tiny_model_dir, tmp_path, bac
         assert result["skipped_frac"] == 0.5
         assert result["params_changed"]
     # Per step: 4 meta rows, then the solution rows: rank 0 generated only a throw-away row, rank 1 all 4.
-    assert results[0]["calls"] == [[4, 2], [1, 2]] * 2
-    assert results[1]["calls"] == [[4, 2], [4, 2]] * 2
+    assert results[0]["calls"] == [[4, 1], [1, 1]] * 2
+    assert results[1]["calls"] == [[4, 1], [4, 1]] * 2

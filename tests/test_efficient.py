@@ -10,6 +10,7 @@ from trl import GRPOTrainer
 
 from masa_trl import MASAGRPOTrainer
 from masa_trl.batching import select_rows
+from masa_trl.behaviour_cloning import ExpertBC
 from masa_trl.efficient import (
     MIN_AUDITS_TO_PAUSE,
     TRIVIAL,
@@ -162,7 +163,7 @@ class TestTrainer:
         assert max(lengths) == 16 and all(n <= 16 for n in lengths)
         assert batch["num_items_in_batch"].item() == batch["completion_mask"].sum().item()
         # Meta first (4 rows: 2 prompts x M = 2), then only prompt B's 4 solution rows were generated.
-        assert script.calls == [(4, 2), (4, 4)]
+        assert script.calls == [(4, 1), (4, 1)]  # rows are sent one by one (n = 1): each may have its own cap
         # The hint reached prompt B's solution prompts only.
         prompts = tokenizer.batch_decode(batch["prompt_ids"][4:8], skip_special_tokens=True)
         assert all("subtraction" in p for p in prompts)
@@ -178,7 +179,7 @@ class TestTrainer:
         assert metrics["completions/mean_length"] == pytest.approx(sum(lengths) / 4)
         assert metrics["completions/clipped_ratio"] == 0.5
         # The gated prompt's meta rollouts (rows 8-9) have no solution rollouts to be scored against: no loss.
-        assert batch["is_meta"][8:10].all() and trainer._solution_stats[0] is None
+        assert batch["is_meta"][8:10].all() and trainer.last_rollout_batch.solution_stats[0] is None
         assert batch["completion_mask"][8:10].sum() == 0 and batch["advantages"][8:10].abs().sum() == 0
         assert batch["trained"].tolist() == [False] * 4 + [True] * 4 + [False] * 2 + [True] * 2
 
@@ -216,7 +217,7 @@ class TestTrainer:
             batch = trainer._generate_and_score_completions(inputs_of(trainer))
         # Prompt A was audited: generated in full, excluded from the loss; the gate was right (all 4 correct).
         assert batch["completion_mask"][:4].sum() == 0
-        assert trainer._solution_stats[0].pass_rate == 1.0
+        assert trainer.last_rollout_batch.solution_stats[0].pass_rate == 1.0
         assert list(trainer._gating_audit.outcomes) == [True]
         assert trainer._metrics["train"]["efficient/audit_precision"][-1] == 1.0
 
@@ -286,7 +287,7 @@ class TestTrainer:
             batch = trainer._generate_and_score_completions(inputs_of(trainer))
         assert batch["trained"][8:10].all() and batch["completion_mask"][8:10].sum() > 0
         # Prompt A's 4 plain rollouts are all correct and the meta rollouts said 8 of 8: difficulty reward 1.
-        rewards = trainer._meta_rewards_per_func[
+        rewards = trainer.last_rollout_batch.meta_rewards_per_func[
             :2, trainer.meta_reward_func_names.index("difficulty_alignment_reward")
         ]
         assert rewards.tolist() == [1.0, 1.0]
@@ -330,15 +331,15 @@ def test_k_and_expert_bc_count_generation_steps(tiny_model_dir, tmp_path):
     }
     script.update({("solution", p.split()[1]): ["\\boxed{" + a + "}", "No idea."] for p, a in FOUR_PROBLEMS.items()})
     bc_steps = []
-    original = MASAGRPOTrainer._expert_bc_pass
+    original = ExpertBC.run_pass
 
     def record_bc(self):
-        bc_steps.append(self.state.global_step)
+        bc_steps.append(self.trainer.state.global_step)
         original(self)
 
     with (
         patch.object(GRPOTrainer, "_generate_single_turn", ScriptedGeneration(tokenizer, script)),
-        patch.object(MASAGRPOTrainer, "_expert_bc_pass", record_bc),
+        patch.object(ExpertBC, "run_pass", record_bc),
     ):
         trainer.train()
     assert trainer._generation_step == 3

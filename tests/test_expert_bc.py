@@ -5,11 +5,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from masa_scripts import ScriptedGeneration, masa_dataset, meta_text
+from masa_scripts import ScriptedGeneration, masa_dataset, meta_text, script_generation
 from test_masa_trainer import PROBLEMS, batch_inputs, make_config
 from transformers import AutoTokenizer
 
-from masa_trl import MASAConfig, MASAGRPOTrainer, masa_trainer
+from masa_trl import MASAConfig, MASAGRPOTrainer, behaviour_cloning
 from masa_trl.expert_bc import ExpertBuffer, expert_text, select_experts
 from masa_trl.meta import MetaPrediction, parse_meta_prediction
 from masa_trl.rewards import SolutionStats
@@ -181,7 +181,7 @@ def bc_trainer(tiny_model_dir, tmp_path, **overrides):
     trainer = MASAGRPOTrainer(
         model=str(tiny_model_dir), args=make_config(tmp_path, **values), train_dataset=masa_dataset(PROBLEMS)
     )
-    trainer._generate_single_turn = ScriptedGeneration(tokenizer, bc_script(tokenizer))
+    script_generation(trainer, ScriptedGeneration(tokenizer, bc_script(tokenizer)))
     return trainer
 
 
@@ -232,7 +232,7 @@ class TestTrainerPass:
 
         optimizer.step = recording_step
         before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-        trainer._expert_bc_pass()
+        trainer.expert_bc.run_pass()
         assert seen == [[5e-3] * len(rl_lrs)] * 3
         assert [g["lr"] for g in optimizer.param_groups] == rl_lrs
         assert scheduler.state_dict() == scheduler_state
@@ -242,13 +242,13 @@ class TestTrainerPass:
     @pytest.mark.parametrize("notion", ["addition", "parity"])
     def test_warns_once_when_no_prompt_yields_experts(self, tiny_model_dir, tmp_path, monkeypatch, notion):
         warnings = []
-        monkeypatch.setattr(masa_trainer, "EXPERT_DROUGHT_BATCHES", 2)
-        monkeypatch.setattr(masa_trainer.logger, "warning", lambda message, *args: warnings.append(message))
+        monkeypatch.setattr(behaviour_cloning, "EXPERT_DROUGHT_BATCHES", 2)
+        monkeypatch.setattr(behaviour_cloning.logger, "warning", lambda message, *args: warnings.append(message))
         trainer = bc_trainer(tiny_model_dir, tmp_path, max_steps=4, expert_buffer_size=100)
         # "parity" is in no solution: its notion reward is 0 < expert_min_notion_reward, so no expert ever.
         script = bc_script(trainer.processing_class)
         script[("meta", "2 + 3")] = script[("meta", "7 - 4")] = [meta_text(4, 30, [notion])] * 2
-        trainer._generate_single_turn = ScriptedGeneration(trainer.processing_class, script)
+        script_generation(trainer, ScriptedGeneration(trainer.processing_class, script))
         trainer.train()
         drought = [w for w in warnings if "no prompt has yielded an expert" in w]
         if notion == "parity":
@@ -291,7 +291,7 @@ def test_bc_loss_is_computed_at_temperature_one(tiny_model_dir, tmp_path):
     model = trainer.model
     untempered, tempered = _nll_at(model, example, 1.0), _nll_at(model, example, 0.5)
     assert abs(untempered - tempered) > 1e-3  # the test can tell the two apart
-    trainer._expert_bc_pass()
+    trainer.expert_bc.run_pass()
     assert trainer._metrics["train"]["bc/loss_before"][-1] == pytest.approx(untempered, rel=1e-4)
     # The RL log-probabilities are tempered again after the pass.
     ids = torch.tensor([example["prompt_ids"] + example["completion_ids"]])

@@ -14,7 +14,7 @@ from unittest.mock import MagicMock, patch
 
 import pytest
 import torch
-from masa_scripts import ScriptedGeneration, cpu_config, masa_dataset, meta_text
+from masa_scripts import ScriptedGeneration, cpu_config, masa_dataset, meta_text, script_generation
 from peft import LoraConfig
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, TrainerCallback
@@ -45,7 +45,7 @@ def lora_config() -> LoraConfig:
 
 def lora_trainer(tiny_model_dir, output_dir, **overrides) -> MASAGRPOTrainer:
     values = dict(
-        temperature=TEMPERATURE,  # the BC pass computes its loss at temperature 1 (`_untempered_log_probs`)
+        temperature=TEMPERATURE,  # the BC pass computes its loss at temperature 1 (`ExpertBC._untempered_log_probs`)
         use_expert_bc=True,
         expert_buffer_size=4,  # 2 experts per step: a pass after step 2
         expert_bc_steps=2,
@@ -62,7 +62,7 @@ def lora_trainer(tiny_model_dir, output_dir, **overrides) -> MASAGRPOTrainer:
         train_dataset=masa_dataset(PROBLEMS),
         peft_config=lora_config(),
     )
-    trainer._generate_single_turn = ScriptedGeneration(AutoTokenizer.from_pretrained(tiny_model_dir), script())
+    script_generation(trainer, ScriptedGeneration(AutoTokenizer.from_pretrained(tiny_model_dir), script()))
     return trainer
 
 
@@ -97,7 +97,7 @@ def lora_run(tiny_model_dir, tmp_path_factory):
     with patch("transformers.trainer.hf_api", return_value=hub):
         trainer = lora_trainer(tiny_model_dir, out, push_to_hub=True, hub_model_id=REPO_ID)
         record["start"] = snapshot(trainer.model)
-        bc_pass = trainer._expert_bc_pass
+        bc_pass = trainer.expert_bc.run_pass
 
         def recorded_pass():
             record["buffer"] = [dict(example) for example in trainer.expert_buffer.examples]
@@ -106,7 +106,7 @@ def lora_run(tiny_model_dir, tmp_path_factory):
             bc_pass()
             record["after_pass"] = snapshot(trainer.model)
 
-        trainer._expert_bc_pass = recorded_pass
+        trainer.expert_bc.run_pass = recorded_pass
 
         class CardAtSave(TrainerCallback):
             def on_save(self, args, state, control, **kwargs):

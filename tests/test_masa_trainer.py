@@ -3,7 +3,7 @@ from unittest.mock import patch
 
 import pytest
 import torch
-from masa_scripts import ScriptedGeneration, cpu_config, masa_dataset, meta_text
+from masa_scripts import ScriptedGeneration, cpu_config, masa_dataset, meta_text, script_generation
 from transformers import AutoTokenizer
 from trl import GRPOTrainer
 
@@ -61,7 +61,7 @@ def scripted_trainer(tiny_model_dir, tmp_path):
         args=make_config(tmp_path, meta_loss_weight=0.5, log_completions=True, shuffle_dataset=False),
         train_dataset=masa_dataset(PROBLEMS),
     )
-    trainer._generate_single_turn = ScriptedGeneration(tokenizer, script)
+    script_generation(trainer, ScriptedGeneration(tokenizer, script))
     return trainer, lengths
 
 
@@ -92,7 +92,7 @@ class TestExactness:
         # Meta advantages are group-relative within the M = 2 meta rollouts of each prompt, scaled by the weight.
         torch.testing.assert_close(batch["advantages"][8:], 0.5 * group_advantages(meta_rewards, 2))
 
-        stats = trainer._solution_stats
+        stats = trainer.last_rollout_batch.solution_stats
         assert [s.pass_rate for s in stats] == [0.5, 0.0]
         assert stats[0].correct_lengths == lengths[:2]
 
@@ -159,7 +159,7 @@ class TestEndToEnd:
             train_dataset=masa_dataset(PROBLEMS),
         )
         script[("meta", "7 - 4")].append(meta_text(2, 30, ["difference"]))
-        trainer._generate_single_turn = ScriptedGeneration(tokenizer, script)
+        script_generation(trainer, ScriptedGeneration(tokenizer, script))
         before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
         trainer.train()
 
@@ -267,7 +267,7 @@ def test_checkpoint_save_and_resume(tiny_model_dir, tmp_path):
             args=make_config(tmp_path, max_steps=max_steps, save_strategy="steps", save_steps=1),
             train_dataset=masa_dataset(PROBLEMS),
         )
-        trainer._generate_single_turn = ScriptedGeneration(tokenizer, script)
+        trainer.scripted = script_generation(trainer, ScriptedGeneration(tokenizer, script))
         trainer.train(resume_from_checkpoint=resume)
         return trainer
 
@@ -275,8 +275,8 @@ def test_checkpoint_save_and_resume(tiny_model_dir, tmp_path):
     assert (tmp_path / "checkpoint-1").is_dir()
     resumed = run(max_steps=2, resume=str(tmp_path / "checkpoint-1"))
     assert resumed.state.global_step == 2
-    # Only the remaining step ran: one solution and one meta generation call.
-    assert len(resumed._generate_single_turn.calls) == 2
+    # Only the remaining step ran: one generation call holding both kinds of rollout.
+    assert len(resumed.scripted.calls) == 1
     assert (tmp_path / "checkpoint-2").is_dir()
 
 
@@ -290,7 +290,7 @@ class TestEveryLoss:
             args=make_config(tmp_path, loss_type=loss_type),
             train_dataset=masa_dataset(PROBLEMS),
         )
-        trainer._generate_single_turn = ScriptedGeneration(tokenizer, script)
+        script_generation(trainer, ScriptedGeneration(tokenizer, script))
         trainer.model.train()
         trainer.current_gradient_accumulation_steps = 1
         batch = trainer._generate_and_score_completions(batch_inputs(trainer))
@@ -309,7 +309,7 @@ class TestEveryLoss:
             args=make_config(tmp_path, beta=0.04, num_iterations=2),
             train_dataset=masa_dataset(PROBLEMS),
         )
-        trainer._generate_single_turn = ScriptedGeneration(tokenizer, script)
+        script_generation(trainer, ScriptedGeneration(tokenizer, script))
         trainer.model.train()
         batch = trainer._generate_and_score_completions(batch_inputs(trainer))
         width = batch["completion_ids"].size(1)
@@ -330,7 +330,7 @@ def test_meta_metrics_reach_tensorboard(tiny_model_dir, tmp_path):
         args=make_config(tmp_path, max_steps=1, report_to=["tensorboard"]),
         train_dataset=masa_dataset(PROBLEMS),
     )
-    trainer._generate_single_turn = ScriptedGeneration(tokenizer, script)
+    script_generation(trainer, ScriptedGeneration(tokenizer, script))
     trainer.train()
     (run_dir,) = {path.parent for path in tmp_path.rglob("events.out.tfevents*")}
     events = EventAccumulator(str(run_dir))
@@ -354,7 +354,7 @@ def test_log_completions_prints_both_kinds_of_row(tiny_model_dir, tmp_path, rich
         args=make_config(tmp_path, max_steps=1, log_completions=True),
         train_dataset=masa_dataset(PROBLEMS),
     )
-    trainer._generate_single_turn = ScriptedGeneration(tokenizer, script)
+    script_generation(trainer, ScriptedGeneration(tokenizer, script))
     printed = []
     real_print = grpo_module.print_prompt_completions_sample
 
@@ -391,7 +391,7 @@ def test_undefined_metrics_are_left_out_of_the_logs(tiny_model_dir, tmp_path):
     trainer = MASAGRPOTrainer(
         model=str(tiny_model_dir), args=make_config(tmp_path, max_steps=1), train_dataset=masa_dataset(PROBLEMS)
     )
-    trainer._generate_single_turn = ScriptedGeneration(tokenizer, script)
+    script_generation(trainer, ScriptedGeneration(tokenizer, script))
     trainer.train()
     (entry,) = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert entry["meta/parse_failure_rate"] == 1.0

@@ -19,7 +19,7 @@ from trl.generation.vllm_generation import VLLMGeneration
 from trl.trainer.utils import add_fused_lm_head
 
 from masa_trl import MASAGRPOTrainer
-from masa_trl.capped_generation import CappedClient, CappedLLM
+from masa_trl.rollout_generation import CappedLLM, GroupedClient
 
 
 # Private methods MASA overrides or calls, and the exact signatures it was written against.
@@ -253,7 +253,7 @@ def test_read_check_names_a_reader_that_moved():
         _check_read_on_path("reward_funcs", ("_tokenize_prompts",))
 
 
-# --- The TRL objects MASA-efficient wraps (masa_trl/capped_generation.py) --------------------------------------------
+# --- The TRL objects MASA's generators wrap (masa_trl/rollout_generation.py) ---------------------------------------
 
 
 def _bind(wrapper, call: ast.Call, tree) -> inspect.BoundArguments:
@@ -295,9 +295,9 @@ def _check_llm_calls(tree) -> None:
 
 
 def _check_client_calls(tree) -> None:
-    """_capped_server_requests swaps `vllm_generation.vllm_client` for CappedClient: TRL must pass `n` and
-    `max_tokens` (CappedClient's defaults would cap at 16 tokens) and read only keys CappedClient returns."""
-    capped = _method_tree(CappedClient, "generate")
+    """ServerGenerator swaps `vllm_generation.vllm_client` for GroupedClient: TRL must pass `n` and
+    `max_tokens` (GroupedClient's defaults would cap at 16 tokens) and read only keys GroupedClient returns."""
+    capped = _method_tree(GroupedClient, "generate")
     returned = {
         key
         for node in ast.walk(capped)
@@ -305,9 +305,9 @@ def _check_client_calls(tree) -> None:
         for key in _dict_keys(capped, node.value.id, node.lineno)
     }
     for call in _backend_calls(tree, "vllm_client"):
-        bound = _bind(CappedClient.generate, call, tree)
+        bound = _bind(GroupedClient.generate, call, tree)
         assert {"prompts", "n", "max_tokens"} <= set(bound.arguments), (
-            f"`{ast.unparse(call)}` binds only {sorted(bound.arguments)} of CappedClient.generate"
+            f"`{ast.unparse(call)}` binds only {sorted(bound.arguments)} of GroupedClient.generate"
         )
         (answer,) = [
             node.targets[0].id
@@ -321,11 +321,13 @@ def _check_client_calls(tree) -> None:
             or (_is_call_to(node, f"{answer}.get"))
         }
         assert read, f"found no read of {answer}[...] after `{ast.unparse(call)}`"
-        assert read <= returned, f"TRL reads {sorted(read - returned)} from the server answer; CappedClient omits them"
+        assert read <= returned, (
+            f"TRL reads {sorted(read - returned)} from the server answer; GroupedClient omits them"
+        )
 
 
 def test_vllm_generation_is_the_class_these_checks_read():
-    # capped_generation.py swaps attributes of `trainer.vllm_generation`; the checks below read that class's source.
+    # rollout_generation.py swaps attributes of `trainer.vllm_generation`; the checks below read that class's source.
     from trl.trainer import grpo_trainer
 
     built = [
@@ -347,7 +349,7 @@ def test_colocate_generation_calls_the_llm_as_capped_llm_accepts():
     _check_llm_calls(_method_tree(VLLMGeneration, "generate"))
 
 
-def test_server_generation_calls_the_client_as_capped_client_accepts():
+def test_server_generation_calls_the_client_as_grouped_client_accepts():
     _check_client_calls(_method_tree(VLLMGeneration, "generate"))
 
 
@@ -370,7 +372,7 @@ def test_server_generation_calls_the_client_as_capped_client_accepts():
         "client-new-key",
     ],
 )
-def test_capped_generation_checks_fail_on_drift(check, old, new):
+def test_vllm_wrapper_checks_fail_on_drift(check, old, new):
     # Negative control: the checks above, run on VLLMGeneration.generate with one plausible TRL change, must fail.
     source = inspect.getsource(VLLMGeneration.generate)
     assert old in source
@@ -378,46 +380,76 @@ def test_capped_generation_checks_fail_on_drift(check, old, new):
         check(_parse(source.replace(old, new, 1)))
 
 
-def _check_generation_config(trees: dict[str, ast.Module]) -> None:
-    """generation_limit edits `trainer.generation_config.max_new_tokens` in place around `_generate_single_turn`:
-    transformers generation must take that object, with no `max_new_tokens` of its own."""
-    passing = [
-        node
-        for tree in trees.values()
+def _check_transformers_generate(trees: dict[str, ast.Module]) -> None:
+    """row_caps patches `generate` on `accelerator.unwrap_model(trainer.model_wrapped)` around `_generate_single_turn`:
+    TRL's transformers path must call `generate` on the model that `unwrap_model_for_generation(self.model_wrapped)`
+    yields, with keywords only (the stopping criterion is added as one)."""
+    calls = []
+    for tree in trees.values():
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.With):
+                continue
+            for item in node.items:
+                if (
+                    isinstance(item.context_expr, ast.Call)
+                    and ast.unparse(item.context_expr.func) == "unwrap_model_for_generation"
+                    and item.context_expr.args
+                    and _is_self_attribute(item.context_expr.args[0], "model_wrapped")
+                    and isinstance(item.optional_vars, ast.Name)
+                ):
+                    name = item.optional_vars.id
+                    calls += [c for c in ast.walk(node) if _is_call_to(c, f"{name}.generate")]
+    assert calls, f"no `<unwrap_model_for_generation(self.model_wrapped)>.generate(...)` call in {sorted(trees)}"
+    for call in calls:
+        assert "stopping_criteria" not in {k.arg for k in call.keywords}, ast.unparse(call)
+
+
+def _check_unwrapped_model(tree) -> None:
+    """What `_unwrap_model_for_generation` yields must be `accelerator.unwrap_model(model)`, the object row_caps patches."""
+    assigned = {
+        node.targets[0].id: ast.unparse(node.value)
         for node in ast.walk(tree)
-        if isinstance(node, ast.Call)
-        and ast.unparse(node.func).endswith(".generate")
-        and any(
-            k.arg == "generation_config" and _is_self_attribute(k.value, "generation_config") for k in node.keywords
-        )
-    ]
-    assert passing, f"no `.generate(..., generation_config=self.generation_config)` call in {sorted(trees)}"
-    for call in passing:
-        assert "max_new_tokens" not in {k.arg for k in call.keywords}, ast.unparse(call)
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+    }
+    yielded = [ast.unparse(node.value) for node in ast.walk(tree) if isinstance(node, ast.Yield)]
+    assert yielded, "_unwrap_model_for_generation yields nothing"
+    for value in yielded:
+        assert assigned.get(value, value) == "accelerator.unwrap_model(model)", f"yields {value}"
 
 
-def test_transformers_generation_takes_the_generation_config_generation_limit_edits():
-    _check_generation_config(_reachable_methods(GRPOTrainer, ("_generate_single_turn",)))
+def test_transformers_generation_calls_generate_on_the_model_row_caps_patches():
+    from trl.models import utils
+
+    _check_transformers_generate(_reachable_methods(GRPOTrainer, ("_generate_single_turn",)))
+    _check_unwrapped_model(_parse(inspect.getsource(utils._unwrap_model_for_generation)))
 
 
 @pytest.mark.parametrize(
-    "new",
+    ("old", "new"),
     [
-        "generation_config=GenerationConfig(max_new_tokens=self.max_completion_length)",
-        "generation_config=self.generation_config, max_new_tokens=self.max_completion_length",
+        ("unwrapped_model.generate(", "unwrapped_model.generate_with("),
+        ("generation_config=self.generation_config", "generation_config=self.generation_config, stopping_criteria=s"),
+        ("self.model_wrapped,", "self.model,"),
     ],
-    ids=["fresh-config", "own-max-new-tokens"],
+    ids=["other-method", "own-stopping-criteria", "other-model"],
 )
-def test_generation_config_check_fails_on_drift(new):
+def test_transformers_generate_check_fails_on_drift(old, new):
     # Negative control: the check, run on `_generate_single_turn` with one plausible TRL change, must fail.
     reachable = dict(_reachable_methods(GRPOTrainer, ("_generate_single_turn",)))
-    source = inspect.getsource(GRPOTrainer._generate_single_turn)
-    assert "generation_config=self.generation_config" in source
-    reachable["GRPOTrainer._generate_single_turn"] = _parse(
-        source.replace("generation_config=self.generation_config", new)
-    )
+    source = textwrap.dedent(inspect.getsource(GRPOTrainer._generate_single_turn))
+    assert source.count(old) >= 1, old
+    reachable["GRPOTrainer._generate_single_turn"] = _parse(source.replace(old, new))
     with pytest.raises(AssertionError):
-        _check_generation_config(reachable)
+        _check_transformers_generate(reachable)
+
+
+def test_unwrapped_model_check_fails_on_drift():
+    from trl.models import utils
+
+    source = inspect.getsource(utils._unwrap_model_for_generation)
+    assert "yield unwrapped_model" in source
+    with pytest.raises(AssertionError):
+        _check_unwrapped_model(_parse(source.replace("yield unwrapped_model", "yield model")))
 
 
 # --- The fused LM head the behaviour-cloning pass re-patches ---------------------------------------------------------
@@ -517,7 +549,7 @@ def test_fused_lm_head_checks_fail_on_drift(check, source, old, new):
 
 def test_deepspeed_internals_used_by_the_behaviour_cloning_pass():
     # The BC pass drives the DeepSpeed engine itself and overrides its clipping for the pass (masa_trainer.py,
-    # `_expert_bc_optimizer`); the two-process ZeRO-2/3 tests cover the behaviour, this names the attribute that moved.
+    # `ExpertBC._optimizer`); the two-process ZeRO-2/3 tests cover the behaviour, this names the attribute that moved.
     from deepspeed.runtime.engine import DeepSpeedEngine as engine
     from deepspeed.runtime.zero.stage3 import DeepSpeedZeroOptimizer_Stage3
     from deepspeed.runtime.zero.stage_1_and_2 import DeepSpeedZeroOptimizer

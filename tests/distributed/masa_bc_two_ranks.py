@@ -17,7 +17,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from masa_scripts import ScriptedGeneration, cpu_config, masa_dataset, meta_text
+from masa_scripts import ScriptedGeneration, cpu_config, masa_dataset, meta_text, script_generation
 from transformers import AutoTokenizer
 
 from masa_trl import MASAGRPOTrainer
@@ -75,10 +75,10 @@ def main(model_dir: str, output_file: str, accumulation: int = 1) -> None:
         solved = not marker.startswith("4")
         script[("solution", marker)] = [f"By addition \\boxed{{{answer if solved else 0}}}", "\\boxed{0}"]
         script[("meta", marker)] = [meta_text(4, 9, ["addition"]), meta_text(4, 9, ["addition"])]
-    trainer._generate_single_turn = ScriptedGeneration(tokenizer, script)
+    script_generation(trainer, ScriptedGeneration(tokenizer, script))
 
     collected, checksums, step_lrs = [], [], []
-    run_pass = trainer._expert_bc_pass
+    run_pass = trainer.expert_bc.run_pass
 
     def recording_pass():
         collected.append(len(trainer.expert_buffer))
@@ -86,7 +86,7 @@ def main(model_dir: str, output_file: str, accumulation: int = 1) -> None:
         run_pass()
         checksums.append(checksum(full_parameters(trainer)))
 
-    trainer._expert_bc_pass = recording_pass
+    trainer.expert_bc.run_pass = recording_pass
 
     def record_step(optimizer, *_):
         # DeepSpeed wraps the torch optimizer in its own (also a torch Optimizer): record the inner AdamW only,

@@ -13,7 +13,7 @@ import torch
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from masa_scripts import ScriptedGeneration, cpu_config, masa_dataset, meta_text
+from masa_scripts import ScriptedGeneration, cpu_config, masa_dataset, meta_text, script_generation
 from transformers import AutoTokenizer
 
 from masa_trl import MASAGRPOTrainer
@@ -40,14 +40,14 @@ def main(model_dir: str, output_file: str) -> None:
         marker = problem.removeprefix("Compute ").removesuffix(".")
         script[("solution", marker)] = [f"\\boxed{{{answer if rank == 0 else 0}}}"]
         script[("meta", marker)] = [meta_text(4, 8, ["addition"]), meta_text(4, 8, ["sum"])]
-    trainer._generate_single_turn = ScriptedGeneration(tokenizer, script)
+    script_generation(trainer, ScriptedGeneration(tokenizer, script))
 
     meta_rewards = []
     calculate_rewards = trainer._calculate_rewards
 
     def recording_calculate_rewards(*call_args):
         rewards = calculate_rewards(*call_args)
-        if trainer._in_meta_phase:
+        if trainer._batch.phase == "meta":
             meta_rewards.append(rewards.tolist())
         return rewards
 
@@ -58,7 +58,7 @@ def main(model_dir: str, output_file: str) -> None:
     result = {
         "rank": rank,
         "world_size": trainer.accelerator.num_processes,
-        "pass_rates": [s.pass_rate for s in trainer._solution_stats],
+        "pass_rates": [s.pass_rate for s in trainer.last_rollout_batch.solution_stats],
         "difficulty_rewards": [
             row[trainer.meta_reward_func_names.index("difficulty_alignment_reward")] for row in meta_rewards[-1]
         ],

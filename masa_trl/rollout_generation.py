@@ -1,0 +1,342 @@
+"""One generation call per phase for MASA's rollouts, on each of TRL's generation backends.
+
+A MASA step needs two kinds of rollout from different prompts and group sizes (G solutions, M meta rollouts per
+prompt), and MASA-efficient adds per-row token caps and rows that are not generated at all. TRL's
+`_generate_single_turn` makes one engine call with one set of sampling parameters and one group size. The generators
+here make that one call hold every row of a phase (both kinds of row, when neither waits for the other) without
+copying TRL's generation code: they call TRL's method and, for the duration of the call, stand between it and the
+backend object it uses:
+
+* transformers (`generate`): a stopping criterion stops each row at its own cap within the one padded call; the
+  skipped rows are left out of the call;
+* vLLM colocate (`vllm_generation.llm`): one `SamplingParams` per request, each with its own `max_tokens`;
+* vLLM server (`vllm_generation.vllm_client`, main process): the rows are regrouped into one request per group size
+  and cap, all in flight at once, each prompt sent once with its own `n`; a failed or slow request ends the step
+  with an error naming the server and the timeout on every process, instead of leaving the others waiting.
+
+Every process makes the same calls whatever its rows are (FSDP and ZeRO-3 gather weights inside them), so a process
+with nothing to generate still generates one throw-away token.
+"""
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+
+import torch
+from accelerate.utils import broadcast_object_list, gather_object
+
+
+SOLUTION, META = "solution", "meta"
+
+
+@dataclass(frozen=True)
+class RowRequest:
+    """One rollout to generate.
+
+    Attributes:
+        prompt_ids: the tokenised prompt.
+        kind: `"solution"` or `"meta"`.
+        prompt_index: the prompt's index in the gathered batch; rows with the same kind and index are samples of one
+            prompt (the server sends that prompt once, with `n` = their number).
+        cap: the row's token cap (MASA-efficient's early cutoff), `None` for `max_completion_length`.
+        skip: not generated at all (a gated prompt): the row gets a one-token placeholder.
+    """
+
+    prompt_ids: list[int]
+    kind: str
+    prompt_index: int
+    cap: int | None = None
+    skip: bool = False
+
+
+@dataclass
+class Generated:
+    """What one phase's generation produced, in row order, as TRL's `_generate_single_turn` returns it."""
+
+    prompt_ids: list[list[int]]
+    completion_ids: list[list[int]]
+    logprobs: list[list[float]] | None
+
+    def select(self, rows: list[int]) -> "Generated":
+        logprobs = None if self.logprobs is None else [self.logprobs[i] for i in rows]
+        return Generated([self.prompt_ids[i] for i in rows], [self.completion_ids[i] for i in rows], logprobs)
+
+
+# `trl_generate(prompt_ids, num_generations)`: `GRPOTrainer._generate_single_turn` without images.
+TRLGenerate = Callable[[list[list[int]], int], tuple[list[list[int]], list[list[float]] | None]]
+
+
+class RolloutGenerator:
+    """Generates a list of `RowRequest`s in one call of TRL's generation: the transformers backend.
+
+    Args:
+        trl_generate: TRL's `_generate_single_turn(prompt_ids, None, {}, num_generations)` of the trainer.
+        eos_token_id: the token of a skipped row's placeholder.
+        unwrapped_model: returns the model TRL generates with (`accelerator.unwrap_model(model_wrapped)`).
+    """
+
+    def __init__(self, trl_generate: TRLGenerate, eos_token_id: int, unwrapped_model: Callable | None = None):
+        self.trl_generate = trl_generate
+        self.eos_token_id = eos_token_id
+        self.unwrapped_model = unwrapped_model
+
+    def generate(self, rows: list[RowRequest]) -> Generated:
+        """Generate every row that is not skipped in one call; each row stops at (and is cut to) its cap."""
+        wanted = [i for i, row in enumerate(rows) if not row.skip]
+        if wanted:
+            requests, caps = [rows[i] for i in wanted], [rows[i].cap for i in wanted]
+        else:  # nothing to generate here, but the call is collective: one throw-away token
+            requests, caps = [rows[0]], [1]
+        completion_ids, logprobs = self._generate(requests, caps)
+        out_ids = [[self.eos_token_id] for _ in rows]
+        out_logps = None if logprobs is None else [[0.0] for _ in rows]
+        for j, i in enumerate(wanted):
+            cap = caps[j]
+            # Stopping a row at its cap is the same distribution as generating it further and cutting it there.
+            out_ids[i] = completion_ids[j][:cap] if cap is not None else completion_ids[j]
+            if out_logps is not None:
+                out_logps[i] = logprobs[j][:cap] if cap is not None else logprobs[j]
+        return Generated([row.prompt_ids for row in rows], out_ids, out_logps)
+
+    def _generate(self, rows: list[RowRequest], caps: list[int | None]):
+        prompt_ids = [row.prompt_ids for row in rows]
+        limited = any(cap is not None for cap in caps) and self.unwrapped_model is not None
+        with row_caps(self.unwrapped_model(), caps) if limited else nullcontext():
+            return self.trl_generate(prompt_ids, 1)
+
+
+class ColocateGenerator(RolloutGenerator):
+    """vLLM colocate: the rows go to the process's engine in one `LLM.generate`, one `SamplingParams` per row."""
+
+    def __init__(self, trl_generate: TRLGenerate, eos_token_id: int, vllm_generation):
+        super().__init__(trl_generate, eos_token_id)
+        self.vllm_generation = vllm_generation
+
+    def _generate(self, rows, caps):
+        with per_request_caps(self.vllm_generation, caps) if any(c is not None for c in caps) else nullcontext():
+            return self.trl_generate([row.prompt_ids for row in rows], 1)
+
+
+class ServerGenerator(RolloutGenerator):
+    """vLLM server: every process hands TRL all its rows (TRL slices the server's answer by equal row counts); the
+    main process's client is wrapped in a `GroupedClient` that sends one request per group size and cap."""
+
+    def __init__(self, trl_generate: TRLGenerate, eos_token_id: int, vllm_generation, accelerator, timeout: float):
+        super().__init__(trl_generate, eos_token_id)
+        self.vllm_generation, self.accelerator, self.timeout = vllm_generation, accelerator, timeout
+
+    def generate(self, rows: list[RowRequest]) -> Generated:
+        specs = gather_object([(row.kind, row.prompt_index, row.cap, row.skip) for row in rows])
+        failure = [None]
+        with self._grouped_client(specs, failure):
+            completion_ids, logprobs = self.trl_generate([row.prompt_ids for row in rows], 1)
+        # The main process answered every process (placeholders if it failed); now all of them learn whether it did.
+        broadcast_object_list(failure, from_process=0)
+        if failure[0] is not None:
+            raise RuntimeError(failure[0])
+        return Generated([row.prompt_ids for row in rows], completion_ids, logprobs)
+
+    @contextmanager
+    def _grouped_client(self, specs, failure: list):
+        if not self.accelerator.is_main_process:
+            yield
+            return
+        client = self.vllm_generation.vllm_client
+        self.vllm_generation.vllm_client = GroupedClient(client, specs, self.eos_token_id, self.timeout, failure)
+        try:
+            yield
+        finally:
+            self.vllm_generation.vllm_client = client
+
+
+def make_generator(trainer, trl_generate: TRLGenerate) -> RolloutGenerator:
+    """The generator for the trainer's backend, chosen once when the trainer is built."""
+    eos = trainer.eos_token_ids[0]
+    if not trainer.use_vllm:
+        return RolloutGenerator(
+            trl_generate, eos, unwrapped_model=lambda: trainer.accelerator.unwrap_model(trainer.model_wrapped)
+        )
+    if trainer.vllm_mode == "server":
+        return ServerGenerator(
+            trl_generate, eos, trainer.vllm_generation, trainer.accelerator, trainer.args.vllm_request_timeout
+        )
+    return ColocateGenerator(trl_generate, eos, trainer.vllm_generation)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# transformers: per-row caps in one padded `generate`
+
+
+class RowCapStopping:
+    """A transformers stopping criterion: row i is done once it has generated `caps[i]` tokens (None: never).
+
+    A done row receives padding until the whole batch stops, and is cut to its cap afterwards; the call ends as soon
+    as every row is done, so a batch whose long rows are capped ends early.
+    """
+
+    def __init__(self, caps: list[int | None]):
+        self.caps = caps
+        self._start = None
+        self._limits = None
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        if self._start is None:  # first call: one token generated after the (padded) prompt
+            self._start = input_ids.size(1) - 1
+            big = torch.iinfo(torch.long).max
+            self._limits = torch.tensor([big if c is None else c for c in self.caps], device=input_ids.device)
+        return (input_ids.size(1) - self._start) >= self._limits
+
+
+@contextmanager
+def row_caps(model, caps: list[int | None]):
+    """Give `model.generate` a `RowCapStopping(caps)` for the duration (TRL calls `unwrapped_model.generate`)."""
+    had_own = "generate" in vars(model)
+    original = model.generate
+
+    def generate(*args, **kwargs):
+        from transformers import StoppingCriteriaList
+
+        criteria = StoppingCriteriaList(kwargs.pop("stopping_criteria", None) or [])
+        criteria.append(RowCapStopping(caps))
+        return original(*args, stopping_criteria=criteria, **kwargs)
+
+    model.generate = generate
+    try:
+        yield
+    finally:
+        if had_own:
+            model.generate = original
+        else:
+            del model.generate
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# vLLM colocate: one SamplingParams per request
+
+
+class CappedLLM:
+    """A vLLM `LLM` seen through TRL's colocate generation, with one `max_tokens` per request (row)."""
+
+    def __init__(self, llm, caps: list[int | None]):
+        self._llm, self._caps = llm, caps
+
+    def generate(self, prompts, sampling_params, **kwargs):
+        per_request = []
+        for cap in self._caps:
+            params = sampling_params.clone()
+            params.max_tokens = sampling_params.max_tokens if cap is None else min(cap, sampling_params.max_tokens)
+            per_request.append(params)
+        return self._llm.generate(prompts, sampling_params=per_request, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._llm, name)
+
+
+@contextmanager
+def per_request_caps(vllm_generation, caps: list[int | None]):
+    llm = vllm_generation.llm
+    vllm_generation.llm = CappedLLM(llm, caps)
+    try:
+        yield
+    finally:
+        vllm_generation.llm = llm
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# vLLM server: one request per (n, cap), concurrently, with a timeout
+
+
+class GroupedClient:
+    """A `VLLMClient` seen through TRL's server-mode generation, called with `n=1` and one prompt per row.
+
+    `specs` holds `(kind, prompt_index, cap, skip)` for every row of the gathered batch, in TRL's order. Rows of one
+    (kind, prompt) are samples of one prompt: it is sent once with `n` = their number. Prompts are grouped into one
+    request per (n, cap), all sent concurrently (the server batches them); skipped rows are not requested and get
+    one-token placeholders. The answers are reassembled in row order.
+
+    A request that fails or takes longer than `timeout` seconds does not raise here: TRL's broadcast of the answer to
+    the other processes must still happen, so every row gets a placeholder and the error is left in `failure[0]` for
+    the caller to raise on every process after the broadcast.
+    """
+
+    def __init__(self, client, specs, eos_token_id: int, timeout: float, failure: list):
+        self._client, self._specs, self._eos = client, specs, eos_token_id
+        self._timeout, self._failure = timeout, failure
+
+    def generate(self, prompts, n=1, max_tokens=16, **kwargs):
+        if n != 1 or len(prompts) != len(self._specs):
+            raise RuntimeError(f"GroupedClient expects one prompt per row with n=1, got {len(prompts)} and n={n}.")
+        groups = defaultdict(list)  # (kind, prompt index) -> its rows
+        for row, (kind, prompt_index, cap, skip) in enumerate(self._specs):
+            if not skip:
+                groups[(kind, prompt_index, cap)].append(row)
+        requests = defaultdict(list)  # (n, cap) -> the groups sent in one request
+        for key, rows in groups.items():
+            requests[(len(rows), min(key[2] or max_tokens, max_tokens))].append(rows)
+        answers = self._send(
+            {
+                (size, cap): dict(prompts=[prompts[rows[0]] for rows in members], n=size, max_tokens=cap, **kwargs)
+                for (size, cap), members in requests.items()
+            }
+        )
+        per_row = {}
+        if answers is not None:
+            for (size, cap), members in requests.items():
+                answer = answers[(size, cap)]
+                for k, rows in enumerate(members):
+                    for s, row in enumerate(rows):
+                        per_row[row] = {
+                            key: answer[key][k * size + s] if answer.get(key) is not None else None
+                            for key in ("completion_ids", "logprobs", "logprob_token_ids")
+                        }
+        placeholder = {"completion_ids": [self._eos], "logprobs": [[0.0]], "logprob_token_ids": [[self._eos]]}
+        output = {
+            "prompt_ids": [list(p) for p in prompts],
+            "completion_ids": [],
+            "logprobs": [],
+            "logprob_token_ids": [],
+        }
+        for row in range(len(prompts)):
+            part = per_row.get(row, placeholder)
+            for key in ("completion_ids", "logprobs", "logprob_token_ids"):
+                output[key].append(part[key] if part[key] is not None else placeholder[key])
+        return output
+
+    def _send(self, requests: dict) -> dict | None:
+        """All requests at once, each in a daemon thread (a hung request must not keep the process alive)."""
+        results, errors = {}, {}
+
+        def run(key, kwargs):
+            try:
+                results[key] = self._client.generate(**kwargs)
+            except Exception as error:  # noqa: BLE001 - any failure is reported below, on every process
+                errors[key] = error
+
+        threads = [threading.Thread(target=run, args=item, daemon=True) for item in requests.items()]
+        deadline = time.monotonic() + self._timeout
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        server = getattr(self._client, "base_url", "the vLLM server")
+        if any(thread.is_alive() for thread in threads):
+            self._failure[0] = (
+                f"The vLLM server at {server} did not answer {len(requests)} generation request(s) within "
+                f"vllm_request_timeout={self._timeout:g} s. Check the server's log (out of memory? still loading?), "
+                "or raise --vllm_request_timeout if generation is just slow."
+            )
+            return None
+        if errors:
+            error = next(iter(errors.values()))
+            self._failure[0] = (
+                f"A generation request to the vLLM server at {server} failed: {type(error).__name__}: {error}. "
+                "Check that `trl vllm-serve` is running the same model and is reachable."
+            )
+            return None
+        return results
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)

@@ -1,0 +1,239 @@
+"""The row layout and the per-backend generators of masa_trl.rollout_generation, and one generation call per step."""
+
+import time
+
+import pytest
+import torch
+from masa_scripts import ScriptedGeneration, masa_dataset, script_generation
+from test_masa_trainer import PROBLEMS, batch_inputs, make_config, script_for
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from masa_trl import MASAGRPOTrainer
+from masa_trl.layout import RolloutLayout
+from masa_trl.rollout_generation import (
+    META,
+    SOLUTION,
+    GroupedClient,
+    RolloutGenerator,
+    RowRequest,
+    ServerGenerator,
+    row_caps,
+)
+
+
+EOS = 0
+
+
+class TestLayout:
+    def test_rows_and_prompts_over_two_processes(self):
+        # 2 processes x 6 rows, G = 4: prompt 1 straddles the processes; M = 2 meta rows per prompt.
+        first, second = (RolloutLayout(6, 4, 2, rank, 2) for rank in (0, 1))
+        assert first.num_prompts == 3 and first.first_row == 0 and second.first_row == 6
+        assert first.solution_prompts() == [0, 0, 0, 0, 1, 1]
+        assert second.solution_prompts() == [1, 1, 2, 2, 2, 2]
+        assert first.group_starts() == [0, 4] and second.group_starts() == [2]
+        assert first.num_local_meta_rows == 3
+        assert first.meta_prompts() == [0, 0, 1] and second.meta_prompts() == [1, 2, 2]
+        assert first.per_prompt(list("aabbcc"), 2) == [["a", "a"], ["b", "b"], ["c", "c"]]
+
+    def test_impossible_layouts_are_refused(self):
+        with pytest.raises(ValueError, match="groups of 4"):
+            RolloutLayout(3, 4, 2)
+        with pytest.raises(ValueError, match="meta rows per process"):
+            RolloutLayout(2, 4, 3, 0, 2)
+        with pytest.raises(ValueError, match="expected 2 x 2"):
+            RolloutLayout(4, 2, 2).per_prompt([1, 2, 3], 2)
+
+
+class FakeTRL:
+    """Stands in for TRL's `_generate_single_turn`: completion i of a call is `[100 + prompt[0]] * 5`."""
+
+    def __init__(self, logprobs=False):
+        self.calls, self.logprobs = [], logprobs
+
+    def __call__(self, prompt_ids, n):
+        self.calls.append([list(p) for p in prompt_ids])
+        ids = [[100 + p[0]] * 5 for p in prompt_ids]
+        return ids, ([[-1.0] * 5 for _ in ids] if self.logprobs else None)
+
+
+class TestGenerator:
+    def test_skipped_rows_are_not_generated_and_caps_cut(self):
+        trl = FakeTRL(logprobs=True)
+        rows = [
+            RowRequest([1], SOLUTION, 0, skip=True),
+            RowRequest([2], SOLUTION, 1, cap=3),
+            RowRequest([3], META, 1),
+        ]
+        out = RolloutGenerator(trl, EOS).generate(rows)
+        assert trl.calls == [[[2], [3]]]  # one call, without the skipped row
+        assert out.completion_ids == [[EOS], [102] * 3, [103] * 5]
+        assert out.logprobs == [[0.0], [-1.0] * 3, [-1.0] * 5]
+        assert out.prompt_ids == [[1], [2], [3]]
+
+    def test_a_process_with_nothing_to_generate_still_makes_the_call(self):
+        trl = FakeTRL()
+        out = RolloutGenerator(trl, EOS).generate([RowRequest([7], SOLUTION, 0, skip=True)] * 2)
+        assert len(trl.calls) == 1  # FSDP / ZeRO-3 gather weights inside the call: every process makes it
+        assert out.completion_ids == [[EOS], [EOS]]
+
+    def test_select_keeps_row_order(self):
+        out = RolloutGenerator(FakeTRL(), EOS).generate([RowRequest([i], SOLUTION, i) for i in range(4)])
+        part = out.select([3, 1])
+        assert part.prompt_ids == [[3], [1]] and part.completion_ids == [[103] * 5, [101] * 5]
+
+
+class TestRowCaps:
+    def test_each_row_stops_at_its_cap_within_one_call(self, tiny_model_dir):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+        ids = torch.tensor([[5, 6, 7], [8, 9, 10], [11, 12, 13]])
+        kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=20)
+        kwargs.update(pad_token_id=tokenizer.pad_token_id, eos_token_id=[])  # never stop on EOS: only the caps
+        free = model.generate(**kwargs)
+        with row_caps(model, [4, 9, 6]):
+            capped = model.generate(**kwargs)
+        assert "generate" not in vars(model)  # the patch is gone afterwards
+        assert free.size(1) == 3 + 20
+        assert capped.size(1) == 3 + 9  # the call ended when its longest-capped row reached its cap
+        # Greedy: every row agrees with the uncapped run up to its cap, and is padded after it.
+        for row, cap in enumerate([4, 9, 6]):
+            assert capped[row, 3 : 3 + cap].tolist() == free[row, 3 : 3 + cap].tolist()
+            assert (capped[row, 3 + cap :] == tokenizer.pad_token_id).all()
+
+    def test_uncapped_rows_run_to_the_limit(self, tiny_model_dir):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        ids = torch.tensor([[5, 6], [7, 8]])
+        with row_caps(model, [2, None]):
+            out = model.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=7, eos_token_id=[]
+            )
+        assert out.size(1) == 2 + 7
+
+
+class FakeClient:
+    base_url = "http://fake:8000"
+
+    def __init__(self, delay=0.0, error=None):
+        self.requests, self.delay, self.error = [], delay, error
+
+    def generate(self, prompts, n=1, max_tokens=16, **kwargs):
+        self.requests.append((tuple(p[0] for p in prompts), n, max_tokens))
+        if self.error:
+            raise self.error
+        time.sleep(self.delay)
+        ids = [[p[0]] * min(3, max_tokens) for p in prompts for _ in range(n)]
+        return {"prompt_ids": prompts, "completion_ids": ids, "logprobs": [[[-0.5]] * len(c) for c in ids]}
+
+
+class TestGroupedClient:
+    # Rows of the gathered batch: prompt 0 (G = 2, the second process holds one of them), prompt 1 skipped, and three
+    # meta rows of prompt 0 (M = 3), all in one call with n = 1.
+    SPECS = (
+        (SOLUTION, 0, None, False),
+        (SOLUTION, 1, None, True),
+        (META, 0, None, False),
+        (SOLUTION, 0, None, False),
+        (SOLUTION, 1, None, True),
+        (META, 0, None, False),
+        (META, 0, None, False),
+    )
+    PROMPTS = ([10], [11], [20], [10], [11], [20], [20])
+
+    def test_one_request_per_group_size_each_prompt_once(self):
+        client, failure = FakeClient(), [None]
+        out = GroupedClient(client, self.SPECS, EOS, 10.0, failure).generate(self.PROMPTS, n=1, max_tokens=8)
+        assert failure == [None]
+        assert sorted(client.requests) == [((10,), 2, 8), ((20,), 3, 8)]  # the skipped prompt is never requested
+        assert out["completion_ids"] == [[10] * 3, [EOS], [20] * 3, [10] * 3, [EOS], [20] * 3, [20] * 3]
+        assert out["prompt_ids"] == list(map(list, self.PROMPTS))
+        assert len(out["logprobs"]) == len(out["logprob_token_ids"]) == 7
+
+    def test_caps_split_requests(self):
+        specs = [
+            (SOLUTION, 0, 2, False),
+            (SOLUTION, 0, 2, False),
+            (SOLUTION, 1, None, False),
+            (SOLUTION, 1, None, False),
+        ]
+        client = FakeClient()
+        out = GroupedClient(client, specs, EOS, 10.0, [None]).generate([[1], [1], [2], [2]], n=1, max_tokens=8)
+        assert sorted(client.requests) == [((1,), 2, 2), ((2,), 2, 8)]
+        assert out["completion_ids"] == [[1] * 2, [1] * 2, [2] * 3, [2] * 3]
+
+    def test_a_failed_request_is_reported_not_raised(self):
+        failure = [None]
+        grouped = GroupedClient(FakeClient(error=ConnectionError("refused")), self.SPECS, EOS, 10.0, failure)
+        out = grouped.generate(self.PROMPTS, n=1, max_tokens=8)
+        assert out["completion_ids"] == [[EOS]] * 7  # placeholders, so TRL's broadcast to the others still happens
+        assert "http://fake:8000" in failure[0] and "ConnectionError: refused" in failure[0]
+
+    def test_a_slow_server_times_out_with_a_clear_message(self):
+        failure = [None]
+        start = time.monotonic()
+        GroupedClient(FakeClient(delay=5.0), self.SPECS, EOS, 0.3, failure).generate(self.PROMPTS, n=1, max_tokens=8)
+        assert time.monotonic() - start < 2.0
+        assert "http://fake:8000" in failure[0] and "vllm_request_timeout=0.3 s" in failure[0]
+
+    def test_server_generator_raises_after_the_answer_is_shared(self):
+        class VLLMGeneration:
+            vllm_client = FakeClient(error=TimeoutError("read timed out"))
+
+        class Accelerator:
+            is_main_process = True
+
+        vllm = VLLMGeneration()
+        client = vllm.vllm_client
+
+        def trl_generate(prompt_ids, n):  # TRL's server path: the (wrapped) client answers every row, then returns
+            answer = vllm.vllm_client.generate(prompt_ids, n=n, max_tokens=8)
+            return answer["completion_ids"], None
+
+        rows = [RowRequest([1], SOLUTION, 0), RowRequest([1], SOLUTION, 0)]
+        with pytest.raises(RuntimeError, match="vLLM server at http://fake:8000 failed"):
+            ServerGenerator(trl_generate, EOS, vllm, Accelerator(), 5.0).generate(rows)
+        assert vllm.vllm_client is client  # the wrapper is removed even on failure
+
+
+def run_step(trainer):
+    trainer.model.train()
+    return trainer._generate_and_score_completions(batch_inputs(trainer))
+
+
+class TestOneGenerationCall:
+    def test_plain_masa_generates_both_kinds_in_one_call(self, tiny_model_dir, tmp_path):
+        tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+        script, _ = script_for(tokenizer)
+        trainer = MASAGRPOTrainer(
+            model=str(tiny_model_dir), args=make_config(tmp_path), train_dataset=masa_dataset(PROBLEMS)
+        )
+        generation = script_generation(trainer, ScriptedGeneration(tokenizer, script))
+        run_step(trainer)
+        assert generation.calls == [(8 + 4, 1)]  # 2 prompts x (G = 4 solutions + M = 2 meta rollouts)
+        assert set(trainer._metrics["train"]) >= {"timing/generate_joint_s", "timing/generate_s"}
+
+    def test_rows_and_rewards_are_identical_whichever_way_they_were_generated(self, tiny_model_dir, tmp_path):
+        tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+        script, _ = script_for(tokenizer)
+        batches, rewards, calls = [], [], []
+        for joint in (True, False):
+            torch.manual_seed(0)
+            trainer = MASAGRPOTrainer(
+                model=str(tiny_model_dir),
+                args=make_config(
+                    tmp_path / str(joint), joint_generation=joint, shuffle_dataset=False, log_completions=True
+                ),
+                train_dataset=masa_dataset(PROBLEMS),
+            )
+            generation = script_generation(trainer, ScriptedGeneration(tokenizer, script))
+            batches.append(run_step(trainer))
+            rewards.append({k: list(v) for k, v in trainer._logs["rewards"].items()})
+            calls.append(generation.calls)
+        assert calls == [[(12, 1)], [(8, 1), (4, 1)]]
+        joint, separate = batches
+        assert joint.keys() == separate.keys()
+        for key in joint:
+            torch.testing.assert_close(joint[key], separate[key], equal_nan=True, msg=key)
+        assert rewards[0].keys() == rewards[1].keys() and len(rewards[0]) == 1 + 3  # the answer and 3 meta rewards
+        for name, values in rewards[0].items():
+            torch.testing.assert_close(torch.tensor(values), torch.tensor(rewards[1][name]), equal_nan=True)
