@@ -11,13 +11,15 @@ prompt would otherwise go to the model whole.
 ['problem', 'answer']
 """
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 from datasets import Dataset, Features, Value, load_dataset
 
-from masa_trl.templates import DEFAULT_META_SYSTEM_PROMPT, META_PROMPT_TEMPLATE, meta_prompt, solution_prompt
+from masa_trl.templates import META_PROMPT_TEMPLATE, meta_prompt, solution_prompt
 
 
 logger = logging.getLogger(__name__)
@@ -173,23 +175,24 @@ def meta_prompt_kwargs(args=None, **overrides) -> dict:
     (e.g. `max_length`) on top.
     """
     if args is None:
-        kwargs = dict(
-            pass_rate_scale=8,
-            max_length=8192,
-            min_length=128,
-            system_prompt=DEFAULT_META_SYSTEM_PROMPT,
-            template=META_PROMPT_TEMPLATE,
+        from masa_trl.masa_config import MASAConfig
+
+        args = SimpleNamespace(
+            **{f.name: f.default for f in dataclasses.fields(MASAConfig) if f.default is not dataclasses.MISSING}
         )
+        defaults = True
     else:
-        kwargs = dict(
-            pass_rate_scale=args.pass_rate_scale,
-            max_length=args.max_completion_length,
-            min_length=args.meta_min_length,
-            system_prompt=args.meta_system_prompt,
-            template=args.meta_prompt_template or META_PROMPT_TEMPLATE,
-        )
+        defaults = False
+    # The one place where the meta prompt's arguments are read from a config: the trainer calls this too.
+    kwargs = dict(
+        pass_rate_scale=args.pass_rate_scale,
+        max_length=args.max_completion_length,
+        min_length=args.meta_min_length,
+        system_prompt=args.meta_system_prompt,
+        template=args.meta_prompt_template or META_PROMPT_TEMPLATE,
+    )
     kwargs.update(overrides)
-    if args is None:  # MASAConfig would reject meta_min_length > max_completion_length; here just clamp it
+    if defaults:  # MASAConfig would reject meta_min_length > max_completion_length; here just clamp it
         kwargs["min_length"] = min(kwargs["min_length"], kwargs["max_length"])
     return kwargs
 

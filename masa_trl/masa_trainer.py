@@ -20,6 +20,7 @@ from trl.trainer.utils import get_callable_name
 
 from masa_trl.batching import concat_rollout_batches, select_rows
 from masa_trl.behaviour_cloning import ExpertBC, ExpertBCCallback
+from masa_trl.data import meta_prompt_kwargs
 from masa_trl.efficient import TRIVIAL, UNSOLVABLE, GatingAudit, PromptPlan, plan_prompts
 from masa_trl.generation_metrics import completion_length_metrics, sampling_metrics
 from masa_trl.layout import RolloutLayout
@@ -31,7 +32,7 @@ from masa_trl.meta_rewards import default_meta_reward_funcs
 from masa_trl.model_card import add_masa_section
 from masa_trl.rewards import SolutionStats
 from masa_trl.rollout_generation import META, SOLUTION, Generated, RowRequest, make_generator
-from masa_trl.templates import META_PROMPT_TEMPLATE, add_notion_hint, meta_prompt, solution_prompt
+from masa_trl.templates import add_notion_hint, meta_prompt, solution_prompt
 
 
 logger = logging.get_logger(__name__)
@@ -48,11 +49,15 @@ class MASAGRPOTrainer(GRPOTrainer):
     Both kinds of row get group-relative advantages (solutions within their G, meta rollouts within their M) and go
     through TRL's loss in the same optimizer step.
 
-    What changes w.r.t. [`~trl.GRPOTrainer`]: `_generate_and_score_completions` runs TRL's own pipeline twice, once on
-    the solution prompts and once, with the group size, reward functions, metrics and completion logs switched to
-    their meta counterparts, on the meta prompts, then joins the two batches; `_calculate_rewards` records the
-    solution statistics and parses the meta outputs. Generation, log-probabilities, importance sampling, the
-    reference model, advantages and every `loss_type` are TRL's own code.
+    What changes w.r.t. [`~trl.GRPOTrainer`]: `_generate_and_score_completions` first generates the step's rollouts of
+    both kinds, in one generation call (through one generator per backend, `masa_trl.rollout_generation`), then runs
+    TRL's own pipeline twice on the generated completions, once on the solution rows and once, with the group size,
+    reward functions, metrics and completion logs switched to their meta counterparts, on the meta rows, and joins the
+    two batches; `_calculate_rewards` records the solution statistics and parses the meta outputs. The per-batch state
+    lives in one `_RolloutBatch`. Generation itself, log-probabilities, importance sampling, the reference model,
+    advantages and every `loss_type` are TRL's own code. Two collaborators stand beside this core: MASA-efficient's
+    planning (`masa_trl.efficient`, from `efficient_start_step`) and expert behaviour cloning
+    (`masa_trl.behaviour_cloning.ExpertBC`).
 
     Args:
         model, args, train_dataset, eval_dataset, processing_class, reward_processing_classes, callbacks, optimizers,
@@ -182,6 +187,12 @@ class MASAGRPOTrainer(GRPOTrainer):
         self._batch: _RolloutBatch | None = None
         self.last_rollout_batch: _RolloutBatch | None = None
         # One generator for the backend, chosen now; it calls TRL's generation through `_trl_generate`.
+        if args.use_transformers_continuous_batching and args.efficient_start_step is not None and args.cutoff_factor:
+            logger.warning(
+                "transformers continuous batching takes one max_new_tokens per call, so MASA-efficient's early cutoff "
+                "cuts capped rows after generating them to max_completion_length: it saves no generation time. The "
+                "padded transformers backend (use_transformers_continuous_batching=False) stops each row at its cap."
+            )
         self._rollout_generator = make_generator(self, lambda prompt_ids, n: self._trl_generate(prompt_ids, n))
         self._solution_tokens_total = 0.0
         # Training generation batches so far: the paper's RL steps, which k and the BC trigger count (one generation
@@ -198,14 +209,7 @@ class MASAGRPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------------------------------------ prompts
     def _meta_prompt(self, problem: str) -> list[dict]:
-        return meta_prompt(
-            problem,
-            pass_rate_scale=self.args.pass_rate_scale,
-            max_length=self.args.max_completion_length,
-            min_length=self.args.meta_min_length,
-            system_prompt=self.args.meta_system_prompt,
-            template=self.args.meta_prompt_template or META_PROMPT_TEMPLATE,
-        )
+        return meta_prompt(problem, **meta_prompt_kwargs(self.args))
 
     def _parse_meta(self, text: str):
         """The meta prediction of a rollout; `None` when unparsable, also for a length outside the prompt's range."""

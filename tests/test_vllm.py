@@ -90,9 +90,21 @@ def test_colocate_mode_trains(tiny_model_dir, tmp_path, unpacked_cpu_linear_weig
         train_dataset=masa_dataset(PROBLEMS),
     )
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-    with patch.object(VLLMGeneration, "sync_weights", autospec=True, side_effect=VLLMGeneration.sync_weights) as sync:
+    llm, engine_calls = trainer.vllm_generation.llm, []
+    real_generate = llm.generate
+
+    def recording_generate(prompts, **kwargs):
+        engine_calls.append(len(prompts))
+        return real_generate(prompts, **kwargs)
+
+    with (
+        patch.object(VLLMGeneration, "sync_weights", autospec=True, side_effect=VLLMGeneration.sync_weights) as sync,
+        patch.object(llm, "generate", recording_generate),
+    ):
         trainer.train()
     check_trained(trainer, before)
+    # One engine call per step holds both kinds of rollout: 2 prompts x (G = 4 solutions + M = 2 meta rollouts).
+    assert engine_calls == [2 * 4 + 2 * 2] * trainer.state.global_step
     # The weights of step 1 reached vLLM before the generation of step 2.
     assert sync.call_count >= 1
     llm_model = trainer.vllm_generation.llm.llm_engine.model_executor.driver_worker.model_runner.model
@@ -198,8 +210,10 @@ def test_server_mode_generates_through_http(tiny_model_dir, tmp_path, vllm_serve
     requests = []
 
     def recording_generate(self, prompts, **kwargs):
-        requests.append((len(prompts), kwargs["n"], kwargs["max_tokens"]))
-        return generate(self, prompts, **kwargs)
+        start = time.monotonic()
+        answer = generate(self, prompts, **kwargs)
+        requests.append(((len(prompts), kwargs["n"], kwargs["max_tokens"]), start, time.monotonic()))
+        return answer
 
     # Weight sync needs NCCL, i.e. CUDA: stand in for it, and only it.
     with (
@@ -217,8 +231,13 @@ def test_server_mode_generates_through_http(tiny_model_dir, tmp_path, vllm_serve
         trainer.train()
 
     check_trained(trainer, before)
-    # Per step: one request for the 2 solution prompts (n = G = 4) and one for the 2 meta prompts (n = M = 2).
-    assert requests == [(2, 4, 24), (2, 2, 24)] * 2
+    # Per step, both in flight at once: one request for the 2 solution prompts (n = G = 4) and one for the 2 meta
+    # prompts (n = M = 2), each prompt sent once.
+    assert len(requests) == 2 * trainer.state.global_step
+    for step in range(trainer.state.global_step):
+        first, second = sorted(requests[2 * step : 2 * step + 2], key=lambda r: r[1])
+        assert sorted([first[0], second[0]]) == [(2, 2, 24), (2, 4, 24)]
+        assert second[1] < first[2], "the meta and solution requests of a step did not overlap"
     assert sync_weights.call_count >= 1
 
 
