@@ -182,7 +182,14 @@ def run_one(method: str, seed: int, experiment, args) -> dict:
         ("efficient_active", [log for log in step_logs if log.get("efficient/active")]),
     ):
         timing[phase] = {
-            key: _mean_of(logs, key) for key in ("step_time", "timing/generate_meta_s", "timing/generate_solution_s")
+            key: _mean_of(logs, key)
+            for key in (
+                "step_time",
+                "timing/generate_s",
+                "timing/generate_joint_s",
+                "timing/generate_meta_s",
+                "timing/generate_solution_s",
+            )
         } | {"steps": len(logs)}
     return {
         "method": method,

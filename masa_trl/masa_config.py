@@ -53,12 +53,15 @@ class MASAConfig(GRPOConfig):
 
         > Parameters that control generation
 
-        joint_generation (`bool`, *optional*, defaults to `True`):
-            Generate a step's meta and solution rollouts in one generation call (one `LLM.generate` in vLLM colocate
-            mode, all requests in flight at once in server mode, one padded `generate` on transformers), as the paper's
-            parallel rollouts, so that meta generation hides in the solutions' long tail. `False` makes one call per
-            kind. MASA-efficient generates the meta rollouts first by design (the plan needs them), from
-            `efficient_start_step` on.
+        joint_generation (`bool` or `None`, *optional*, defaults to `None`):
+            Generate a step's meta and solution rollouts in one generation call, as the paper's parallel rollouts, so
+            that meta generation hides in the solutions' long tail: one `LLM.generate` in vLLM colocate mode, all
+            requests in flight at once in server mode, one padded `generate` on transformers. `False` makes one call
+            per kind. `None` (default) chooses per backend what `benchmarks/bench_step_cost.py` measured faster: one
+            call on vLLM, and one call per kind on transformers, whose padded `generate` pads every row to the longest
+            prompt (the meta prompt is several times longer than a solution prompt) and runs every row to the
+            longest completion. MASA-efficient generates the meta rollouts first by design (the plan needs them),
+            from `efficient_start_step` on.
         vllm_request_timeout (`float`, *optional*, defaults to `3600.0`):
             vLLM server mode: seconds the main process waits for the server's answers to one generation call. A
             request that fails or takes longer stops training on every process with an error naming the server.
@@ -156,9 +159,12 @@ class MASAConfig(GRPOConfig):
         metadata={"help": "Weight of the meta rows in the policy loss (scales their advantages)."},
     )
 
-    joint_generation: bool = field(
-        default=True,
-        metadata={"help": "Generate the meta and solution rollouts of a step in one generation call."},
+    joint_generation: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Generate the meta and solution rollouts of a step in one generation call (None: on vLLM only, "
+            "the faster choice measured per backend)."
+        },
     )
     vllm_request_timeout: float = field(
         default=3600.0,

@@ -287,9 +287,9 @@ class MASAGRPOTrainer(GRPOTrainer):
     def _generate_rollouts(self, batch: "_RolloutBatch", inputs: list[dict]) -> list[dict]:
         """Generate the batch's rollouts into `batch.generated`; returns the solution inputs (hinted if planned).
 
-        Whenever neither kind waits for the other, all rows go into one generation call (`joint_generation`): the
-        paper's parallel rollouts, where meta generation hides in the solutions' long tail. MASA-efficient needs the
-        meta predictions to plan the solutions, so it makes two calls.
+        Whenever neither kind waits for the other, all rows go into one generation call (`joint_generation`; by
+        default on vLLM): the paper's parallel rollouts, where meta generation hides in the solutions' long tail.
+        MASA-efficient needs the meta predictions to plan the solutions, so it makes two calls.
         """
         layout = batch.layout
         meta_rows = self._row_requests(batch.meta_inputs, META, layout.meta_prompts())
@@ -302,7 +302,10 @@ class MASAGRPOTrainer(GRPOTrainer):
             batch.generated[SOLUTION] = self._generate_rows(batch, solution_rows)
             return inputs
         solution_rows = self._row_requests(inputs, SOLUTION, layout.solution_prompts())
-        if self.args.joint_generation:
+        one_call = self.args.joint_generation
+        if one_call is None:  # the faster choice measured per backend: see MASAConfig.joint_generation
+            one_call = self.use_vllm
+        if one_call:
             joint = self._generate_rows(batch, solution_rows + meta_rows)
             num_solution = len(solution_rows)
             batch.generated[SOLUTION] = joint.select(range(num_solution))

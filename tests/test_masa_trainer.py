@@ -275,8 +275,8 @@ def test_checkpoint_save_and_resume(tiny_model_dir, tmp_path):
     assert (tmp_path / "checkpoint-1").is_dir()
     resumed = run(max_steps=2, resume=str(tmp_path / "checkpoint-1"))
     assert resumed.state.global_step == 2
-    # Only the remaining step ran: one generation call holding both kinds of rollout.
-    assert len(resumed.scripted.calls) == 1
+    # Only the remaining step ran: on transformers, one generation call per kind (MASAConfig.joint_generation).
+    assert len(resumed.scripted.calls) == 2
     assert (tmp_path / "checkpoint-2").is_dir()
 
 

@@ -201,16 +201,22 @@ def run_step(trainer):
 
 
 class TestOneGenerationCall:
-    def test_plain_masa_generates_both_kinds_in_one_call(self, tiny_model_dir, tmp_path):
+    @pytest.mark.parametrize(("joint", "calls"), [(True, [(8 + 4, 1)]), (None, [(8, 1), (4, 1)])])
+    def test_plain_masa_generates_both_kinds_in_one_call(self, tiny_model_dir, tmp_path, joint, calls):
+        # 2 prompts x (G = 4 solutions + M = 2 meta rollouts); by default (None) one call per kind on transformers,
+        # the faster choice measured there, one call on vLLM (tests/test_vllm.py).
         tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
         script, _ = script_for(tokenizer)
         trainer = MASAGRPOTrainer(
-            model=str(tiny_model_dir), args=make_config(tmp_path), train_dataset=masa_dataset(PROBLEMS)
+            model=str(tiny_model_dir),
+            args=make_config(tmp_path, joint_generation=joint),
+            train_dataset=masa_dataset(PROBLEMS),
         )
         generation = script_generation(trainer, ScriptedGeneration(tokenizer, script))
         run_step(trainer)
-        assert generation.calls == [(8 + 4, 1)]  # 2 prompts x (G = 4 solutions + M = 2 meta rollouts)
-        assert set(trainer._metrics["train"]) >= {"timing/generate_joint_s", "timing/generate_s"}
+        assert generation.calls == calls
+        timings = {"timing/generate_joint_s"} if joint else {"timing/generate_meta_s", "timing/generate_solution_s"}
+        assert set(trainer._metrics["train"]) >= timings | {"timing/generate_s"}
 
     def test_rows_and_rewards_are_identical_whichever_way_they_were_generated(self, tiny_model_dir, tmp_path):
         tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)

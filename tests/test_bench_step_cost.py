@@ -1,0 +1,40 @@
+"""Smoke test of benchmarks/bench_step_cost.py: the transformers backend at its smallest, no timing asserted."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+
+BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_step_cost.py"
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("bench_step_cost", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_transformers_backend_reports_every_method(tmp_path, capsys):
+    bench = load_benchmark()
+    argv = ["--backend", "transformers", "--quick", "--steps", "1", "--warmup", "1", "--cache-dir", str(tmp_path)]
+    summary = bench.main(argv + ["--prompts", "2", "--generations", "2", "--meta-generations", "2"])
+    printed = capsys.readouterr().out
+
+    stats = summary["backends"]["transformers"]["medians"]
+    for method in ("grpo", "masa", "masa_efficient"):
+        assert method in stats, method
+        assert f"| {bench.LABELS[method]} |" in printed
+        for column, _ in bench.TIME_COLUMNS:
+            value = stats[method][column]
+            assert value is None or value >= 0, (method, column, value)
+        assert stats[method]["solution_tokens"] > 0
+    assert stats["masa"]["meta_tokens"] > 0 and stats["grpo"]["meta_tokens"] == 0
+    assert "Goals (reported, not asserted)" in printed
+    assert list(tmp_path.glob("transformers-grpo-seed0-*.json")) and list(tmp_path.glob("summary-*.json"))
+
+    # A second run with the same settings reads the cached results instead of training again.
+    bench.main(argv + ["--prompts", "2", "--generations", "2", "--meta-generations", "2", "--methods", "grpo"])
+    assert "(cached)" in capsys.readouterr().out
