@@ -96,3 +96,17 @@ def test_efficient_with_one_rank_gating_everything(tiny_model_dir, tmp_path, bac
     # Per step: 4 meta rows, then the solution rows: rank 0 generated only a throw-away row, rank 1 all 4.
     assert results[0]["calls"] == [[4, 1], [1, 1]] * 2
     assert results[1]["calls"] == [[4, 1], [4, 1]] * 2
+
+
+@pytest.mark.timeout(300)
+def test_a_hung_vllm_server_fails_every_rank_instead_of_hanging(tmp_path):
+    # TRL's real server-mode path with a stand-in HTTP client: a successful call, then a server that never answers.
+    output = tmp_path / "server.json"
+    launch_two_ranks(SCRIPT.parent / "server_failure_two_ranks.py", str(output), timeout=240)
+    results = [json.loads(Path(f"{output}.rank{rank}").read_text()) for rank in (0, 1)]
+    # Each prompt sent once with its n; each rank gets back its own rows (the second sample of prompt 0 on rank 1).
+    assert results[0]["completions"] == [[10, 10], [20, 20], [21, 21]]
+    assert results[1]["completions"] == [[11, 11], [30, 30], [31, 31]]
+    for result in results:
+        assert "http://stand-in-server:8000" in result["error"] and "vllm_request_timeout=3 s" in result["error"]
+        assert result["seconds"] < 60
