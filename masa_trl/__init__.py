@@ -13,6 +13,9 @@ __version__ = "0.1.0"
 _LAZY_ATTRIBUTES = {
     "MASAConfig": "masa_trl.masa_config",
     "MASAGRPOTrainer": "masa_trl.masa_trainer",
+    "DAPOConfig": "masa_trl.dynamic_sampling",
+    "DAPOTrainer": "masa_trl.dapo",
+    "MASADAPOTrainer": "masa_trl.dapo",
     "MetaPrediction": "masa_trl.meta",
     "parse_meta_prediction": "masa_trl.meta",
     "format_meta_prediction": "masa_trl.meta",
@@ -26,6 +29,8 @@ _LAZY_ATTRIBUTES = {
 __all__ = list(_LAZY_ATTRIBUTES)
 
 if TYPE_CHECKING:
+    from masa_trl.dapo import DAPOTrainer, MASADAPOTrainer
+    from masa_trl.dynamic_sampling import DAPOConfig
     from masa_trl.inference import MetaEstimate, generate_with_meta, predict_meta
     from masa_trl.masa_config import MASAConfig
     from masa_trl.masa_trainer import MASAGRPOTrainer

@@ -2,9 +2,11 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from masa_trl.dynamic_sampling import DynamicSamplingArguments
+
 
 @dataclass
-class MASAConfig(GRPOConfig):
+class MASAConfig(DynamicSamplingArguments, GRPOConfig):
     r"""
     Configuration class for the [`MASAGRPOTrainer`].
 
@@ -50,6 +52,11 @@ class MASAConfig(GRPOConfig):
         meta_loss_weight (`float`, *optional*, defaults to `1.0`):
             Weight of the meta rows in the policy loss, applied by scaling their advantages (every TRL policy loss
             is positively homogeneous in the advantage, so this is an exact weighting of the meta objective).
+
+        > Parameters that control DAPO's dynamic sampling (used by `masa_trl.MASADAPOTrainer`)
+
+        dynamic_sampling, dynamic_sampling_max_rounds, dynamic_sampling_partial, dynamic_sampling_reward:
+            See [`~masa_trl.dynamic_sampling.DynamicSamplingArguments`].
 
         > Parameters that control generation
 
@@ -245,6 +252,7 @@ class MASAConfig(GRPOConfig):
 
     def __post_init__(self):
         super().__post_init__()  # resolves generation_batch_size and steps_per_generation first
+        self._check_dynamic_sampling()
 
         if self.num_meta_generations < 2:
             raise ValueError(

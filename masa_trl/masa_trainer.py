@@ -151,6 +151,11 @@ class MASAGRPOTrainer(GRPOTrainer):
             peft_config=peft_config,
         )
 
+        if args.dynamic_sampling and not hasattr(self, "_dynamic_sampling_scores"):
+            raise ValueError(
+                "dynamic_sampling=True needs a trainer with dynamic sampling: use masa_trl.MASADAPOTrainer (MASA + "
+                "DAPO) instead of MASAGRPOTrainer, or set --dynamic_sampling false."
+            )
         if args.correctness_reward is None:
             self._correctness_index = 0
         elif args.correctness_reward in self.reward_func_names:
@@ -275,7 +280,7 @@ class MASAGRPOTrainer(GRPOTrainer):
                 self._audit_gate(batch)
             if mode == "train":
                 self._record_generation_cost(batch)
-                self._generation_step += 1
+                self._count_generation_batch()
         finally:
             self.last_rollout_batch, self._batch = batch, None
 
@@ -362,6 +367,10 @@ class MASAGRPOTrainer(GRPOTrainer):
                 "`_generate` changed how it tokenises or calls `_generate_single_turn`); see tests/test_trl_drift.py."
             )
         return generated.completion_ids, generated.logprobs
+
+    def _count_generation_batch(self) -> None:
+        """One more training generation batch (an RL step of the paper): k and the BC schedule count these."""
+        self._generation_step += 1
 
     # ------------------------------------------------------------------------------------------------ MASA-efficient
     def _efficient_active(self) -> bool:

@@ -110,3 +110,19 @@ def test_a_hung_vllm_server_fails_every_rank_instead_of_hanging(tmp_path):
     for result in results:
         assert "http://stand-in-server:8000" in result["error"] and "vllm_request_timeout=3 s" in result["error"]
         assert result["seconds"] < 60
+
+
+@pytest.mark.timeout(600)
+def test_dynamic_sampling_with_one_rank_all_constant(tiny_model_dir, tmp_path):
+    # Rank 0's groups are all filtered; both ranks still train full batches of informative groups only.
+    output = tmp_path / "dapo.json"
+    launch_two_ranks(SCRIPT.parent / "dapo_two_ranks.py", str(tiny_model_dir), str(output))
+    results = [json.loads(Path(f"{output}.rank{rank}").read_text()) for rank in (0, 1)]
+    for result in results:
+        assert result["global_step"] == 2
+        assert [batch["rows"] for batch in result["batches"]] == [4, 4]  # per rank: 1 prompt x G = 4
+        for batch in result["batches"]:
+            assert any(a != 0 for a in batch["advantages"]), "a constant group reached the batch"
+        # Each round has one constant prompt (rank 0's) and one informative (rank 1's): 2 rounds fill 2 prompts.
+        assert result["rounds"] == [2.0, 2.0] and result["filtered"] == [0.5, 0.5]
+    assert results[0]["rounds"] == results[1]["rounds"]

@@ -1,0 +1,80 @@
+"""The paper's DAPO baseline and MASA + DAPO (table 4): TRL's GRPO and MASA's trainer with dynamic sampling."""
+
+import math
+
+import torch
+from trl import GRPOTrainer
+
+from masa_trl.dynamic_sampling import DynamicSamplingMixin
+from masa_trl.masa_trainer import MASAGRPOTrainer
+
+
+class DAPOTrainer(DynamicSamplingMixin, GRPOTrainer):
+    """[`~trl.GRPOTrainer`] with DAPO's dynamic sampling, configured by a [`DAPOConfig`]: the paper's DAPO baseline."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        name = self.args.dynamic_sampling_reward
+        if name is not None and name not in self.reward_func_names:
+            raise ValueError(
+                f"dynamic_sampling_reward={name!r} names no reward function; they are {self.reward_func_names}."
+            )
+        self._dynamic_sampling_index = 0 if name is None else self.reward_func_names.index(name)
+        self._latest_rewards = None
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._latest_rewards = rewards  # gathered over processes, one row per rollout, prompt-major
+        return rewards
+
+    def _dynamic_sampling_scores(self) -> torch.Tensor:
+        return self._latest_rewards[:, self._dynamic_sampling_index].view(-1, self.num_generations).cpu()
+
+    def _dynamic_sampling_rows(self, batch) -> list[int]:
+        first = self.accelerator.process_index * batch["completion_mask"].size(0)
+        return [(first + i) // self.num_generations for i in range(batch["completion_mask"].size(0))]
+
+
+class MASADAPOTrainer(DynamicSamplingMixin, MASAGRPOTrainer):
+    """MASA on top of DAPO (paper table 4): [`~masa_trl.MASAGRPOTrainer`] with dynamic sampling.
+
+    A prompt is kept or filtered with its meta rows (module docstring); k (`efficient_start_step`) and the BC
+    schedule count training batches, not generation rounds.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        name = self.args.dynamic_sampling_reward
+        if name is not None and name not in self.reward_func_names:
+            raise ValueError(
+                f"dynamic_sampling_reward={name!r} names no reward function; they are {self.reward_func_names}."
+            )
+        self._dynamic_sampling_index = self._correctness_index if name is None else self.reward_func_names.index(name)
+        self._in_rounds = False
+
+    def _generate_and_score_completions(self, inputs):
+        self._in_rounds = self.args.dynamic_sampling and self.model.training
+        try:
+            return super()._generate_and_score_completions(inputs)
+        finally:
+            self._in_rounds = False
+
+    def _count_generation_batch(self) -> None:
+        if not self._in_rounds:  # counted once per training batch in _after_dynamic_sampling
+            super()._count_generation_batch()
+
+    def _after_dynamic_sampling(self, rounds: int) -> None:
+        self._in_rounds = False
+        self._count_generation_batch()
+
+    def _dynamic_sampling_scores(self) -> torch.Tensor:
+        batch = self.last_rollout_batch
+        rewards = batch.solution_rollouts[2]  # gathered, before untrained rows were blanked
+        scores = rewards[:, self._dynamic_sampling_index].reshape(-1, batch.layout.group_size).clone().cpu()
+        if batch.plans is not None:  # gated (skipped) and audited prompts carry no solution loss: never kept
+            scores[torch.tensor([not plan.trains for plan in batch.plans])] = math.nan
+        return scores
+
+    def _dynamic_sampling_rows(self, batch) -> list[int]:
+        layout = self.last_rollout_batch.layout
+        return layout.solution_prompts() + layout.meta_prompts()
