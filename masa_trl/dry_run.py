@@ -130,6 +130,7 @@ class BatchLayout:
     steps_per_generation: int
     gradient_accumulation_steps: int
     num_iterations: int
+    dynamic_sampling_max_rounds: int = 0  # 0: no dynamic sampling
 
     @property
     def rows_per_micro_batch(self) -> float:
@@ -159,6 +160,18 @@ class BatchLayout:
             ("gradient accumulation", f"{self.gradient_accumulation_steps} micro-batches per optimizer step"),
             ("optimizer steps per step", f"{self.optimizer_steps_per_generation:g}"),
         ]
+        if self.dynamic_sampling_max_rounds:
+            # Each round generates one generation batch; the worst case runs all rounds.
+            rows += [
+                ("dynamic sampling", f"generation batch {self.prompts_per_step:g} prompts per round"),
+                (
+                    "worst case per step",
+                    (
+                        f"{self.dynamic_sampling_max_rounds} rounds = "
+                        f"{self.dynamic_sampling_max_rounds * self.prompts_per_step:g} prompts generated at most"
+                    ),
+                ),
+            ]
         return [f"  {name:28s} {value}" for name, value in rows]
 
 
@@ -176,6 +189,9 @@ def batch_layout(args, num_processes: int) -> BatchLayout:
         steps_per_generation=args.steps_per_generation,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         num_iterations=args.num_iterations,
+        dynamic_sampling_max_rounds=args.dynamic_sampling_max_rounds
+        if getattr(args, "dynamic_sampling", False)
+        else 0,
     )
 
 

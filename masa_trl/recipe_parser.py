@@ -152,9 +152,15 @@ class RecipeParser(TrlParser):
     def _sections(self) -> list[tuple[str, str | None, list[argparse.Action]]]:
         """(title, description, actions) of the recipe, MASA and dry-run settings, then of every other setting."""
         from masa_trl.dry_run import DryRunArguments
+        from masa_trl.dynamic_sampling import DynamicSamplingArguments
         from masa_trl.masa_config import MASAConfig
 
-        masa = set(MASAConfig.__dataclass_fields__) - set(GRPOConfig.__dataclass_fields__)
+        # Dynamic sampling is DAPO's (DAPOConfig has it too): listed with the recipe's settings where a recipe sets it.
+        masa = (
+            set(MASAConfig.__dataclass_fields__)
+            - set(GRPOConfig.__dataclass_fields__)
+            - set(DynamicSamplingArguments.__dataclass_fields__)
+        )
         dry_run = set(DryRunArguments.__dataclass_fields__)
         own = []  # fields of the recipe's own argument dataclasses (data, DAPO, ...), in their order
         has_masa = False

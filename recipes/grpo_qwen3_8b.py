@@ -66,7 +66,14 @@ def make_parser() -> RecipeParser:
     return parser
 
 
-def main(data_args, training_args, model_args, dry_run_args, extra_rewards: dict[str, Callable] | None = None):
+def main(
+    data_args,
+    training_args,
+    model_args,
+    dry_run_args,
+    extra_rewards: dict[str, Callable] | None = None,
+    trainer_class=GRPOTrainer,
+):
     # Solution reward: 1 if the last \boxed{} answer equals the gold answer (math-verify), else 0; plus `extra_rewards`
     # (name: function), where the DAPO recipe passes its soft overlong punishment
     rewards = {"math_accuracy_reward": math_accuracy_reward, **(extra_rewards or {})}
@@ -106,8 +113,8 @@ def main(data_args, training_args, model_args, dry_run_args, extra_rewards: dict
         )
         dataset = dataset.map(lambda example: {"prompt": solution_prompt(example["problem"])})
 
-    # Training
-    trainer = GRPOTrainer(
+    # Training (`trainer_class`: the DAPO recipe passes masa_trl.DAPOTrainer, GRPO with dynamic sampling)
+    trainer = trainer_class(
         model=model_args.model_name_or_path,
         reward_funcs=list(rewards.values()),
         args=training_args,

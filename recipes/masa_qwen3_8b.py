@@ -106,7 +106,7 @@ def make_parser(setup: dict = PAPER_SETUP) -> RecipeParser:
     return parser
 
 
-def main(data_args, training_args, model_args, dry_run_args):
+def main(data_args, training_args, model_args, dry_run_args, trainer_class=MASAGRPOTrainer):
     # Solution reward: 1 if the last \boxed{} answer equals the gold answer (math-verify), else 0
     reward_funcs = [math_accuracy_reward]
 
@@ -142,7 +142,7 @@ def main(data_args, training_args, model_args, dry_run_args):
         )
 
     # Training
-    trainer = MASAGRPOTrainer(
+    trainer = trainer_class(
         model=model_args.model_name_or_path,
         reward_funcs=reward_funcs,
         args=training_args,

@@ -14,8 +14,16 @@ from masa_trl.dry_run import DryRunError, batch_layout, check_layout, parse_reci
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
-GPU_RECIPES = ["masa_qwen3_8b", "masa_qwen3_14b", "masa_efficient_qwen3_8b", "grpo_qwen3_8b", "dapo_qwen3_8b"]
-MASA_RECIPES = ["masa_qwen3_8b", "masa_qwen3_14b", "masa_efficient_qwen3_8b"]
+GPU_RECIPES = [
+    "masa_qwen3_8b",
+    "masa_qwen3_14b",
+    "masa_efficient_qwen3_8b",
+    "masa_dapo_qwen3_8b",
+    "grpo_qwen3_8b",
+    "dapo_qwen3_8b",
+]
+MASA_RECIPES = ["masa_qwen3_8b", "masa_qwen3_14b", "masa_efficient_qwen3_8b", "masa_dapo_qwen3_8b"]
+DYNAMIC_SAMPLING_RECIPES = ["dapo_qwen3_8b", "masa_dapo_qwen3_8b"]
 _loaded = {}
 
 
@@ -108,16 +116,13 @@ def test_efficient_and_14b_recipes_differ_from_8b_only_where_they_should():
 def test_baselines_share_every_setting_with_masa(baseline):
     masa_data, masa, masa_model, _ = parse("masa_qwen3_8b")
     data_args, args, model_args, *_ = parse(baseline)
-    grpo_fields = set(type(args).__dataclass_fields__) - {
-        "output_dir",
-        "logging_dir",
-        "run_name",
-        "mask_truncated_completions",
-    }
+    grpo_fields = set(type(args).__dataclass_fields__) - {"output_dir", "logging_dir", "run_name", "dynamic_sampling"}
     differing = {name for name in grpo_fields if getattr(args, name) != getattr(masa, name)}
     assert differing == set()
     assert (model_args.model_name_or_path, data_args) == (masa_model.model_name_or_path, masa_data)
-    assert args.mask_truncated_completions == (baseline == "dapo_qwen3_8b")  # DAPO's overlong filtering
+    # The paper's DAPO: dynamic sampling, and neither overlong filtering nor the soft overlong punishment
+    assert getattr(args, "dynamic_sampling", False) == (baseline == "dapo_qwen3_8b")
+    assert args.mask_truncated_completions is False
 
 
 def setup_changes(name: str, base: str) -> tuple[set[str], set[str]]:
@@ -148,7 +153,14 @@ def test_variants_change_only_what_they_name():
         {"output_dir"},
         set(recipe("masa_qwen3_8b").PAPER_SETUP) & masa_only,
     )
-    assert setup_changes("dapo_qwen3_8b", "grpo_qwen3_8b") == ({"mask_truncated_completions", "output_dir"}, set())
+    assert setup_changes("dapo_qwen3_8b", "grpo_qwen3_8b") == (
+        {"dynamic_sampling", "dynamic_sampling_max_rounds", "mask_truncated_completions", "output_dir"},
+        set(),
+    )
+    assert setup_changes("masa_dapo_qwen3_8b", "masa_qwen3_8b") == (
+        {"dynamic_sampling", "dynamic_sampling_max_rounds", "mask_truncated_completions", "output_dir"},
+        set(),
+    )
     outputs = [recipe(name).PAPER_SETUP["output_dir"] for name in GPU_RECIPES]
     assert len(set(outputs)) == len(outputs)
 
@@ -230,7 +242,9 @@ def test_short_help_lists_the_config_file_the_recipe_and_masa_settings(name, cap
     else:
         assert "MASA settings" not in text and "--num_meta_generations" not in text
     if name == "dapo_qwen3_8b":
-        assert "--soft_punish_cache" in text
+        assert "--soft_punish_cache" in text and "--soft_overlong_punishment" in text
+    if name in DYNAMIC_SAMPLING_RECIPES:
+        assert "--dynamic_sampling True" in text and "--dynamic_sampling_max_rounds 10" in text
 
 
 def test_help_all_lists_every_setting_with_the_recipe_and_masa_first(capsys):
@@ -291,6 +305,11 @@ def test_every_gpu_recipe_dry_runs_on_cpu_with_the_tiny_model(name, tiny_flags, 
     else:
         assert report.meta_prompt is None
         assert "rows per micro-batch         2 per process" in out
+    if name in DYNAMIC_SAMPLING_RECIPES:  # the generation batch and the worst case
+        assert "generation batch 128 prompts per round" in out
+        assert "10 rounds = 1280 prompts generated at most" in out
+    else:
+        assert "dynamic sampling" not in out
 
 
 @pytest.mark.parametrize("data_flags", [[], ["--dataset_name", "PROBLEMS"]], ids=["generated", "file"])
@@ -341,7 +360,7 @@ def test_dry_run_warns_when_the_layout_changes_the_prompts_per_step(tiny_flags):
     assert len(report.warnings) == 1 and "--gradient_accumulation_steps 128" in report.warnings[0]
 
 
-@pytest.mark.parametrize("name", ["masa_qwen3_8b", "dapo_qwen3_8b"])  # DAPO imports the GRPO and 8B MASA recipes
+@pytest.mark.parametrize("name", ["masa_qwen3_8b", "dapo_qwen3_8b", "masa_dapo_qwen3_8b"])  # they import others
 def test_recipe_dry_run_as_a_script(name, tiny_flags):
     """A real subprocess: `python recipes/<name>.py --dry_run` with the tiny model exits 0 in seconds."""
     result = subprocess.run(
