@@ -183,3 +183,20 @@ class TestMASADAPO:
                 args=cpu_config(tmp_path, dynamic_sampling=True),
                 train_dataset=Dataset.from_dict(problems),
             )
+
+
+def test_resume_restores_the_prompt_stream(tiny_model_dir, tmp_path):
+    # The extra rounds' stream position is checkpointed: a resumed run continues it, neither replaying nor skipping.
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+
+    def run(max_steps, resume=None):
+        trainer = dapo_trainer(tiny_model_dir, tmp_path, max_steps=max_steps, save_strategy="steps", save_steps=1)
+        with patch.object(GRPOTrainer, "_generate_single_turn", ScriptedGeneration(tokenizer, script())):
+            trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    first = run(1)
+    saved = first._prompt_stream.state_dict()
+    assert saved["position"] > 0  # the first step needed extra rounds
+    resumed = run(1, resume=str(tmp_path / "checkpoint-1"))  # max_steps reached: nothing more runs
+    assert resumed._prompt_stream.state_dict() == saved

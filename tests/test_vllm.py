@@ -362,3 +362,34 @@ def test_server_mode_efficient_sends_one_request_per_cap(tiny_model_dir, tmp_pat
     # Solutions: only the learnable prompt was requested, with n = G = 4 and its own cap; the meta rollouts were
     # scripted, so the server saw no meta request.
     assert requests == [(1, 4, 6)]
+
+
+def odd_length_reward(completions, completion_ids, **kwargs):
+    """1 for an odd number of generated tokens: a random model gives most groups a reward spread, some none."""
+    return [float(len(ids) % 2) for ids in completion_ids]
+
+
+def test_colocate_mode_masa_with_dynamic_sampling(tiny_model_dir, tmp_path, unpacked_cpu_linear_weights):
+    # MASA + DAPO on vLLM colocate: the filled batch trains, meta rows travel with their prompt.
+    from masa_trl import MASADAPOTrainer
+
+    trainer = MASADAPOTrainer(
+        model=str(tiny_model_dir),
+        reward_funcs=[odd_length_reward],
+        args=vllm_config(
+            tmp_path,
+            vllm_mode="colocate",
+            vllm_gpu_memory_utilization=0.3,
+            vllm_max_model_length=2048,
+            dynamic_sampling=True,
+            dynamic_sampling_partial=True,
+            max_steps=1,
+        ),
+        train_dataset=masa_dataset(PROBLEMS),
+    )
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    check_trained(trainer, before)
+    last = [entry for entry in trainer.state.log_history if "loss" in entry][-1]
+    assert last["dynamic_sampling/num_gen_batches"] >= 1
+    assert trainer._generation_step == 1
