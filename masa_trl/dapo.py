@@ -14,12 +14,7 @@ class DAPOTrainer(DynamicSamplingMixin, GRPOTrainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        name = self.args.dynamic_sampling_reward
-        if name is not None and name not in self.reward_func_names:
-            raise ValueError(
-                f"dynamic_sampling_reward={name!r} names no reward function; they are {self.reward_func_names}."
-            )
-        self._dynamic_sampling_index = 0 if name is None else self.reward_func_names.index(name)
+        self._dynamic_sampling_index = self._deciding_reward_index(default=0)
         self._latest_rewards = None
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -44,12 +39,7 @@ class MASADAPOTrainer(DynamicSamplingMixin, MASAGRPOTrainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        name = self.args.dynamic_sampling_reward
-        if name is not None and name not in self.reward_func_names:
-            raise ValueError(
-                f"dynamic_sampling_reward={name!r} names no reward function; they are {self.reward_func_names}."
-            )
-        self._dynamic_sampling_index = self._correctness_index if name is None else self.reward_func_names.index(name)
+        self._dynamic_sampling_index = self._deciding_reward_index(default=self._correctness_index)
         self._in_rounds = False
 
     def _generate_and_score_completions(self, inputs):

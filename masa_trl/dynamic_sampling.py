@@ -186,6 +186,23 @@ class DynamicSamplingMixin:
     of each local row of the returned batch).
     """
 
+    def _deciding_reward_index(self, default: int) -> int:
+        """The column of the reward whose group spread decides (`dynamic_sampling_reward`, else `default`)."""
+        if not isinstance(self.args, DynamicSamplingArguments):
+            raise TypeError(
+                f"{type(self).__name__} needs a config with the dynamic-sampling fields (DAPOConfig or MASAConfig), got "
+                f"{type(self.args).__name__}."
+            )
+        name = self.args.dynamic_sampling_reward
+        if name is None:
+            return default
+        if name not in self.reward_func_names:
+            raise ValueError(
+                f"dynamic_sampling_reward={name!r} names no reward function; they are {self.reward_func_names}. Set "
+                "--dynamic_sampling_reward to one of them."
+            )
+        return self.reward_func_names.index(name)
+
     def _generate_and_score_completions(self, inputs):
         if not (self.args.dynamic_sampling and self.model.training):
             return super()._generate_and_score_completions(inputs)

@@ -200,3 +200,17 @@ def test_resume_restores_the_prompt_stream(tiny_model_dir, tmp_path):
     assert saved["position"] > 0  # the first step needed extra rounds
     resumed = run(1, resume=str(tmp_path / "checkpoint-1"))  # max_steps reached: nothing more runs
     assert resumed._prompt_stream.state_dict() == saved
+
+
+def test_bad_settings_fail_at_start(tiny_model_dir, tmp_path):
+    from trl import GRPOConfig
+
+    with pytest.raises(ValueError, match="dynamic_sampling_reward='accuracy' names no reward function"):
+        dapo_trainer(tiny_model_dir, tmp_path, dynamic_sampling_reward="accuracy")
+    with pytest.raises(TypeError, match="DAPOConfig or MASAConfig"):
+        DAPOTrainer(
+            model=str(tiny_model_dir),
+            reward_funcs=[correctness],
+            args=GRPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none"),
+            train_dataset=dataset(),
+        )
