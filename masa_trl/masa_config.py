@@ -64,10 +64,10 @@ class MASAConfig(DynamicSamplingArguments, GRPOConfig):
             Generate a step's meta and solution rollouts in one generation call, as the paper's parallel rollouts, so
             that meta generation hides in the solutions' long tail: one `LLM.generate` in vLLM colocate mode, all
             requests in flight at once in server mode, one padded `generate` on transformers. `False` makes one call
-            per kind. `None` (default) chooses per backend what `benchmarks/bench_step_cost.py` measured faster: one
-            call on vLLM, and one call per kind on transformers, whose padded `generate` pads every row to the longest
-            prompt (the meta prompt is several times longer than a solution prompt) and runs every row to the
-            longest completion. MASA-efficient generates the meta rollouts first by design (the plan needs them),
+            per kind. `None` (default): one call on vLLM, whose engine schedules each request on its own, and one call
+            per kind on transformers, whose padded `generate` pads every row to the longest prompt (the meta prompt is
+            several times longer than a solution prompt) and runs every row to the longest completion
+            (`benchmarks/bench_step_cost.py` measured it 2x slower in one call; README, "Generation"). MASA-efficient generates the meta rollouts first by design (the plan needs them),
             from `efficient_start_step` on.
         vllm_request_timeout (`float`, *optional*, defaults to `3600.0`):
             vLLM server mode: seconds the main process waits for the server's answers to one generation call. A
@@ -169,8 +169,8 @@ class MASAConfig(DynamicSamplingArguments, GRPOConfig):
     joint_generation: bool | None = field(
         default=None,
         metadata={
-            "help": "Generate the meta and solution rollouts of a step in one generation call (None: on vLLM only, "
-            "the faster choice measured per backend)."
+            "help": "Generate the meta and solution rollouts of a step in one generation call (None: on vLLM, not "
+            "on transformers, where one padded call measured slower)."
         },
     )
     vllm_request_timeout: float = field(

@@ -191,13 +191,13 @@ class MASAGRPOTrainer(GRPOTrainer):
         # stays in `last_rollout_batch` for inspection.
         self._batch: _RolloutBatch | None = None
         self.last_rollout_batch: _RolloutBatch | None = None
-        # One generator for the backend, chosen now; it calls TRL's generation through `_trl_generate`.
         if args.use_transformers_continuous_batching and args.efficient_start_step is not None and args.cutoff_factor:
             logger.warning(
                 "transformers continuous batching takes one max_new_tokens per call, so MASA-efficient's early cutoff "
                 "cuts capped rows after generating them to max_completion_length: it saves no generation time. The "
                 "padded transformers backend (use_transformers_continuous_batching=False) stops each row at its cap."
             )
+        # One generator for the backend, chosen now; it calls TRL's generation through `_trl_generate`.
         self._rollout_generator = make_generator(self, lambda prompt_ids, n: self._trl_generate(prompt_ids, n))
         self._solution_tokens_total = 0.0
         # Training generation batches so far: the paper's RL steps, which k and the BC trigger count (one generation
@@ -308,7 +308,7 @@ class MASAGRPOTrainer(GRPOTrainer):
             return inputs
         solution_rows = self._row_requests(inputs, SOLUTION, layout.solution_prompts())
         one_call = self.args.joint_generation
-        if one_call is None:  # the faster choice measured per backend: see MASAConfig.joint_generation
+        if one_call is None:  # per backend, as measured: see MASAConfig.joint_generation
             one_call = self.use_vllm
         if one_call:
             joint = self._generate_rows(batch, solution_rows + meta_rows)
