@@ -182,8 +182,9 @@ class DynamicSamplingMixin:
     """Dynamic sampling around `_generate_and_score_completions` of a GRPO-family trainer (module docstring).
 
     The trainer provides `_dynamic_sampling_scores()` (the deciding reward of the latest round, one row per prompt of
-    the gathered batch, NaN for rows that cannot train) and `_dynamic_sampling_rows(batch)` (the gathered prompt index
-    of each local row of the returned batch).
+    the gathered batch, NaN for rows that cannot train), `_dynamic_sampling_rows(batch)` (the gathered prompt index
+    of each local row of the returned batch) and `_dynamic_sampling_solution_tokens(batch)` (per local row, the
+    solution tokens generated for it: 0 for meta rows and never-generated placeholders).
     """
 
     def _deciding_reward_index(self, default: int) -> int:
@@ -213,7 +214,8 @@ class DynamicSamplingMixin:
         num_prompts = len(inputs) * accelerator.num_processes // group_size
         pad_id = self._tokenizer.pad_token_id
 
-        kept, filtered, generated, wasted_tokens, seconds = [], [], 0, 0.0, []
+        kept, filtered, seconds = [], [], []
+        generated, dropped, wasted_tokens = 0, 0, 0.0
         rounds = 0
         while True:
             rounds += 1
@@ -221,20 +223,24 @@ class DynamicSamplingMixin:
             batch = super()._generate_and_score_completions(inputs)
             keep = informative_groups(self._dynamic_sampling_scores())
             rows = gather_object(self._dynamic_sampling_rows(batch))
+            lengths = gather_object(self._dynamic_sampling_solution_tokens(batch))
             full = gather_batch(batch, accelerator, pad_id)
-            by_prompt = {}
-            for row, prompt in enumerate(rows):
+            by_prompt, tokens = {}, {}
+            for row, (prompt, length) in enumerate(zip(rows, lengths, strict=True)):
                 by_prompt.setdefault(prompt, []).append(row)
-            tokens = self._solution_tokens_per_prompt(full, rows)
+                tokens[prompt] = tokens.get(prompt, 0) + length
             missing = num_prompts - len(kept)
             for prompt in range(len(keep)):
-                generated += 1
                 if keep[prompt] and missing > 0:
                     kept.append((full, by_prompt[prompt]))
                     missing -= 1
-                else:
-                    filtered.append((full, by_prompt[prompt]))
-                    wasted_tokens += tokens.get(prompt, 0)
+                    generated += 1
+                    continue
+                filtered.append((full, by_prompt[prompt]))
+                if tokens[prompt]:  # generated, then thrown away (a gated prompt was never generated)
+                    generated += 1
+                    dropped += 1
+                    wasted_tokens += tokens[prompt]
             seconds.append(time.perf_counter() - start)
             if len(kept) == num_prompts:
                 break
@@ -265,7 +271,7 @@ class DynamicSamplingMixin:
         }
         # num_items_in_batch is the global token count of the batch TRL normalises the loss by.
         local["num_items_in_batch"] = joined["completion_mask"].sum()
-        self._record_dynamic_sampling(rounds, generated, len(filtered), wasted_tokens, seconds)
+        self._record_dynamic_sampling(rounds, generated, dropped, wasted_tokens, seconds)
         self._after_dynamic_sampling(rounds)
         return local
 
@@ -275,15 +281,6 @@ class DynamicSamplingMixin:
         rows = [index for index in prompts for _ in range(group_size)]
         first = self.accelerator.process_index * num_local
         return [self.train_dataset[i] for i in rows[first : first + num_local]]
-
-    def _solution_tokens_per_prompt(self, full: dict, rows: list[int]) -> dict[int, float]:
-        lengths = full["completion_mask"].sum(1).tolist()
-        solution = full["is_meta"].logical_not().tolist() if "is_meta" in full else [True] * len(lengths)
-        tokens: dict[int, float] = {}
-        for length, prompt, is_solution in zip(lengths, rows, solution, strict=True):
-            if is_solution:
-                tokens[prompt] = tokens.get(prompt, 0.0) + length
-        return tokens
 
     def _record_dynamic_sampling(self, rounds, generated, filtered, wasted_tokens, seconds) -> None:
         metrics = self._metrics["train"]

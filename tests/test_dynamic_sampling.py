@@ -214,3 +214,43 @@ def test_bad_settings_fail_at_start(tiny_model_dir, tmp_path):
             args=GRPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none"),
             train_dataset=dataset(),
         )
+
+
+class TestMASADAPOMetrics:
+    def make(self, tiny_model_dir, tmp_path, **overrides):
+        problems = {"problem": list(PROBLEMS), "answer": list(PROBLEMS.values())}
+        args = cpu_config(
+            tmp_path, dynamic_sampling=True, shuffle_dataset=False, max_completion_length=32, **overrides
+        )
+        trainer = MASADAPOTrainer(model=str(tiny_model_dir), args=args, train_dataset=Dataset.from_dict(problems))
+        trainer.model.train()
+        return trainer
+
+    def test_generation_cost_is_logged_once_per_step_summed_over_rounds(self, tiny_model_dir, tmp_path):
+        tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+        trainer = self.make(tiny_model_dir, tmp_path)
+        inputs = [dict(trainer.train_dataset[i]) for i in (0, 1) for _ in range(4)]
+        with patch.object(GRPOTrainer, "_generate_single_turn", ScriptedGeneration(tokenizer, script())):
+            trainer._generate_and_score_completions(inputs)
+        metrics = trainer._metrics["train"]
+        assert metrics["dynamic_sampling/num_gen_batches"][-1] >= 2
+        assert metrics["efficient/solution_tokens"] == [trainer._solution_tokens_total]  # all rounds, one entry
+        assert metrics["efficient/solution_tokens_total"] == [trainer._solution_tokens_total]
+        assert len(metrics["timing/generate_s"]) == 1
+
+    def test_audited_prompts_count_as_generated_waste(self, tiny_model_dir, tmp_path):
+        # The constant prompts' meta rollouts agree (8 of 8): gated, and with gating_audit_fraction=1 all audited,
+        # i.e. generated but never trained: dropped by the filter, their solution tokens are waste.
+        tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+        trainer = self.make(tiny_model_dir, tmp_path, efficient_start_step=0, gating_audit_fraction=1.0)
+        gated = script()
+        for marker in CONSTANT:
+            gated[("meta", marker)] = [meta_text(8, 8, ["addition"])]
+        inputs = [dict(trainer.train_dataset[i]) for i in (0, 1) for _ in range(4)]  # both constant prompts
+        with patch.object(GRPOTrainer, "_generate_single_turn", ScriptedGeneration(tokenizer, gated)):
+            trainer._generate_and_score_completions(inputs)
+        round_one = sum(
+            4 * (len(tokenizer(f"\\boxed{{{answer}}}", add_special_tokens=False)["input_ids"]) + 1)
+            for answer in ("2", "4")
+        )
+        assert trainer._metrics["train"]["dynamic_sampling/wasted_solution_tokens"][-1] >= round_one
