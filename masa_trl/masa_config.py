@@ -55,8 +55,16 @@ class MASAConfig(DynamicSamplingArguments, GRPOConfig):
 
         > Parameters that control DAPO's dynamic sampling (used by `masa_trl.MASADAPOTrainer`)
 
-        dynamic_sampling, dynamic_sampling_max_rounds, dynamic_sampling_partial, dynamic_sampling_reward:
-            See [`~masa_trl.dynamic_sampling.DynamicSamplingArguments`].
+        dynamic_sampling (`bool`, *optional*, defaults to `False`):
+            DAPO's dynamic sampling: train only on prompts whose correctness reward is not constant over their G
+            solution rollouts (their meta rollouts are kept or dropped with them), generating more batches until the
+            training batch is full. Needs `masa_trl.MASADAPOTrainer`.
+        dynamic_sampling_max_rounds (`int`, *optional*, defaults to `10`):
+            Generation batches per training step at most (verl's `max_num_gen_batches`, positive here).
+        dynamic_sampling_partial (`bool`, *optional*, defaults to `False`):
+            After the last round, train on the kept prompts padded with filtered ones and warn, instead of failing.
+        dynamic_sampling_reward (`str` or `None`, *optional*, defaults to `None`):
+            Reward function whose group spread decides; `None`: `correctness_reward`.
 
         > Parameters that control generation
 
