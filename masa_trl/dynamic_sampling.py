@@ -236,7 +236,8 @@ class DynamicSamplingMixin:
                     missing -= 1
                     generated += 1
                     continue
-                filtered.append((full, by_prompt[prompt]))
+                if self.args.dynamic_sampling_partial and len(filtered) < num_prompts:  # kept only to pad with
+                    filtered.append((full, by_prompt[prompt]))
                 if tokens[prompt]:  # generated, then thrown away (a gated prompt was never generated)
                     generated += 1
                     dropped += 1
