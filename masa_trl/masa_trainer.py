@@ -3,6 +3,7 @@
 import json
 import math
 import time
+import weakref
 from collections import defaultdict, deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -197,8 +198,12 @@ class MASAGRPOTrainer(GRPOTrainer):
                 "cuts capped rows after generating them to max_completion_length: it saves no generation time. The "
                 "padded transformers backend (use_transformers_continuous_batching=False) stops each row at its cap."
             )
+        # The collaborators below hold a weak proxy of the trainer, not the trainer: vLLM freezes the garbage collector
+        # when its engine starts (gc.freeze), so a reference cycle through the trainer would never be collected and
+        # would keep the model and the vLLM engine alive after the trainer is dropped (e.g. a second run in a notebook).
+        trainer = weakref.proxy(self)
         # One generator for the backend, chosen now; it calls TRL's generation through `_trl_generate`.
-        self._rollout_generator = make_generator(self, lambda prompt_ids, n: self._trl_generate(prompt_ids, n))
+        self._rollout_generator = make_generator(trainer, lambda prompt_ids, n: trainer._trl_generate(prompt_ids, n))
         self._solution_tokens_total = 0.0
         # Training generation batches so far: the paper's RL steps, which k and the BC trigger count (one generation
         # batch may feed several optimizer steps).
@@ -208,9 +213,9 @@ class MASAGRPOTrainer(GRPOTrainer):
         )
 
         # Expert behaviour cloning, a collaborator beside the RL loop: fed by `_collect_experts`, run by its callback.
-        self.expert_bc = ExpertBC(self)
+        self.expert_bc = ExpertBC(trainer)
         if args.use_expert_bc:
-            self.add_callback(ExpertBCCallback(self))
+            self.add_callback(ExpertBCCallback(trainer))
 
     # ------------------------------------------------------------------------------------------------ prompts
     def _meta_prompt(self, problem: str) -> list[dict]:

@@ -397,3 +397,25 @@ def test_undefined_metrics_are_left_out_of_the_logs(tiny_model_dir, tmp_path):
     assert entry["meta/parse_failure_rate"] == 1.0
     assert "meta/pass_rate_abs_error" not in entry
     assert all(value is not None for value in entry.values())
+
+
+def test_a_dropped_trainer_is_freed_by_reference_counting(tiny_model_dir, tmp_path):
+    # vLLM freezes the garbage collector when its engine starts, so a reference cycle through the trainer would keep
+    # the model and the engine alive after the trainer is dropped: the collaborators hold weak proxies.
+    import gc
+    import weakref
+
+    trainer = MASAGRPOTrainer(
+        model=str(tiny_model_dir),
+        args=make_config(tmp_path, use_expert_bc=True, efficient_start_step=0),
+        train_dataset=masa_dataset(PROBLEMS),
+    )
+    assert trainer.expert_bc.trainer.args is trainer.args  # the proxy works
+    alive = weakref.ref(trainer)
+    gc.collect()
+    gc.disable()
+    try:
+        del trainer
+        assert alive() is None, [type(r).__name__ for r in gc.get_referrers(alive())]
+    finally:
+        gc.enable()
