@@ -254,3 +254,26 @@ class TestMASADAPOMetrics:
             for answer in ("2", "4")
         )
         assert trainer._metrics["train"]["dynamic_sampling/wasted_solution_tokens"][-1] >= round_one
+
+
+def test_a_filled_batch_is_what_several_micro_steps_share(tiny_model_dir, tmp_path):
+    # steps_per_generation = 2: the filled batch (2 prompts x G = 4 per process) is what TRL buffers and splits.
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    trainer = dapo_trainer(
+        tiny_model_dir, tmp_path, per_device_train_batch_size=4, gradient_accumulation_steps=2, max_steps=2
+    )
+    assert trainer.args.steps_per_generation == 2
+    seen = []
+    generate = trainer._generate_and_score_completions
+
+    def recording(inputs):
+        batch = generate(inputs)
+        seen.append(batch["advantages"].view(-1, 4))
+        return batch
+
+    trainer._generate_and_score_completions = recording
+    with patch.object(GRPOTrainer, "_generate_single_turn", ScriptedGeneration(tokenizer, script())):
+        trainer.train()
+    assert trainer.state.global_step == 2 and len(seen) == 2  # one filled batch per optimizer step of 2 micro-steps
+    for groups in seen:
+        assert groups.shape == (2, 4) and (groups.abs().sum(1) > 0).all()

@@ -17,6 +17,7 @@ from unittest.mock import patch
 
 import pytest
 import torch
+from datasets import Dataset
 from masa_scripts import cpu_config, masa_dataset
 
 from masa_trl import MASAGRPOTrainer
@@ -393,3 +394,41 @@ def test_colocate_mode_masa_with_dynamic_sampling(tiny_model_dir, tmp_path, unpa
     last = [entry for entry in trainer.state.log_history if "loss" in entry][-1]
     assert last["dynamic_sampling/num_gen_batches"] >= 1
     assert trainer._generation_step == 1
+
+
+def test_server_mode_dapo_with_dynamic_sampling(tiny_model_dir, tmp_path, vllm_server):
+    # DAPO (GRPO + dynamic sampling) against a real `vllm serve`: every round's requests go to the server.
+    from trl.generation.vllm_client import VLLMClient
+    from trl.generation.vllm_generation import VLLMGeneration
+
+    from masa_trl import DAPOConfig, DAPOTrainer
+
+    args = DAPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_completion_length=24,
+        max_steps=1,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        use_vllm=True,
+        vllm_mode="server",
+        vllm_server_base_url=vllm_server,
+        dynamic_sampling=True,
+        dynamic_sampling_partial=True,
+    )
+    with (
+        patch.object(VLLMClient, "init_communicator", lambda self, device: None),
+        patch.object(VLLMGeneration, "sync_weights", autospec=True),
+    ):
+        trainer = DAPOTrainer(
+            model=str(tiny_model_dir),
+            reward_funcs=[odd_length_reward],
+            args=args,
+            train_dataset=Dataset.from_dict({"prompt": list(PROBLEMS), "answer": list(PROBLEMS.values())}),
+        )
+        trainer.train()
+    last = [entry for entry in trainer.state.log_history if "loss" in entry][-1]
+    assert trainer.state.global_step == 1 and last["dynamic_sampling/num_gen_batches"] >= 1
