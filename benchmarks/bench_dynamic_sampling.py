@@ -89,6 +89,10 @@ from collections import defaultdict
 from pathlib import Path
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared pieces of bench_step_cost.py
+from bench_step_cost import FixedLengthProcessor, markdown, ratio
+
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -242,30 +246,6 @@ class Script:
             self.unscriptable_rows += 1
             return [self.pad if self.pad != self.eos else 1] * (length - 1) + [self.eos]
         return ids
-
-
-class FixedLengthProcessor:
-    """LogitsProcessor: row i gets no EOS before `targets[i] - 1` generated tokens, then EOS is forced."""
-
-    def __init__(self, targets, prompt_width: int, eos_ids: list[int]):
-        import torch
-
-        self.targets = torch.tensor(targets)
-        self.width, self.eos_ids = prompt_width, eos_ids
-
-    def __call__(self, input_ids, scores):
-        import torch
-
-        generated = input_ids.shape[1] - self.width
-        targets = self.targets.to(scores.device)
-        early = generated < targets - 1
-        eos = torch.tensor(self.eos_ids, device=scores.device)
-        scores[early.nonzero(as_tuple=True)[0].unsqueeze(1), eos] = -float("inf")
-        due = ~early
-        if due.any():
-            scores[due] = -float("inf")
-            scores[due, self.eos_ids[0]] = 0.0
-        return scores
 
 
 # ---------------------------------------------------------------------------------------------------- recording
@@ -589,10 +569,6 @@ def measured(runs: list[dict]) -> list[dict]:
     return [r for run in runs for r in run["records"] if r["step"] > run["settings"]["warmup"]]
 
 
-def ratio(a, b):
-    return None if a is None or b is None or b == 0 else a / b
-
-
 def median_of(rows: list[dict], key: str):
     values = [row[key] for row in rows if row.get(key) is not None]
     return statistics.median(values) if values else None
@@ -655,12 +631,6 @@ def fmt(value, digits=3) -> str:
     if isinstance(value, int):
         return str(value)
     return f"{value:.{digits}f}"
-
-
-def markdown(headers: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def rounds_cell(stats: dict) -> str:
