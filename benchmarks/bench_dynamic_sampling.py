@@ -72,7 +72,6 @@ reruns); every report is saved there as `summary-*.json` with its markdown.
 """
 
 import argparse
-import contextlib
 import dataclasses
 import gc
 import hashlib
@@ -90,7 +89,7 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared pieces of bench_step_cost.py
-from bench_step_cost import FixedLengthProcessor, markdown, ratio
+from bench_step_cost import Clock, install_fixed_length_generate, markdown, ratio
 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -249,75 +248,30 @@ class Script:
 
 
 # ---------------------------------------------------------------------------------------------------- recording
-class Recorder:
-    """Per-step accumulators: wall and (as `cpu:key`) CPU seconds per key, and counters."""
-
-    def __init__(self):
-        self.seconds = defaultdict(float)
-        self.counts = defaultdict(float)
-
-    def reset(self):
-        self.seconds.clear()
-        self.counts.clear()
-
-    @contextlib.contextmanager
-    def time(self, key: str):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        try:
-            yield
-        finally:
-            self.seconds[key] += time.perf_counter() - start
-            self.seconds[f"cpu:{key}"] += time.process_time() - cpu_start
+Recorder = Clock  # bench_step_cost's per-step timers and counters
 
 
 def install_generation(trainer, script: Script, recorder: Recorder) -> None:
     """Fixed-length real generation, then the scripted ids swapped in (module docstring)."""
-    import torch
-    from transformers import LogitsProcessorList
+    rollouts = defaultdict(int)  # per problem, the next solution rollout of the current call
 
+    def rewrite(kind, problem, length):
+        if kind == "meta":
+            return script.meta_ids(problem, length)
+        index = rollouts[problem]
+        rollouts[problem] += 1
+        return script.solution_ids(problem, index, length)
+
+    def reset_then(generate):
+        def call(*args, **kwargs):
+            rollouts.clear()
+            return generate(*args, **kwargs)
+
+        return call
+
+    install_fixed_length_generate(trainer, script, recorder, rewrite)
     model = trainer.accelerator.unwrap_model(trainer.model)
-    original = model.generate
-    eos_ids = list(trainer.eos_token_ids)
-    pad = trainer.processing_class.pad_token_id
-
-    def generate(*args, **kwargs):
-        input_ids, attention_mask = kwargs["input_ids"], kwargs["attention_mask"]
-        rows = [
-            script.classify(ids[mask.bool()].tolist()) for ids, mask in zip(input_ids, attention_mask, strict=True)
-        ]
-        width = input_ids.shape[1]
-        processor = FixedLengthProcessor([script.target_length(kind) for kind, _ in rows], width, eos_ids)
-        kwargs["logits_processor"] = LogitsProcessorList([*(kwargs.get("logits_processor") or []), processor])
-        kinds = {kind for kind, _ in rows}
-        phase = kinds.pop() if len(kinds) == 1 else "joint"
-        with recorder.time(f"gen_{phase}_s"):
-            output = original(*args, **kwargs)
-        recorder.counts[f"calls_{phase}"] += 1
-        completions = output[:, width:]
-        is_eos = torch.isin(completions, torch.tensor(eos_ids, device=completions.device))
-        rollouts = defaultdict(int)
-        for i, (kind, problem) in enumerate(rows):
-            hits = is_eos[i].nonzero()
-            if len(hits):
-                length = int(hits[0]) + 1
-            else:  # stopped by a cap: the padding after it was not generated
-                kept = (completions[i] != pad).flip(0).int().cumsum(0).bool().flip(0)
-                length = int(kept.sum())
-            recorder.counts[f"tokens_{kind}"] += length
-            recorder.counts[f"rows_{kind}"] += 1
-            recorder.counts["prompt_tokens"] += float(attention_mask[i].sum())
-            if length == 0:
-                continue
-            if kind == "meta":
-                ids = script.meta_ids(problem, length)
-            else:
-                ids = script.solution_ids(problem, rollouts[problem], length)
-                rollouts[problem] += 1
-            output[i, width : width + length] = torch.tensor(ids, dtype=output.dtype)
-            output[i, width + length :] = pad
-        return output
-
-    model.generate = generate
+    model.generate = reset_then(model.generate)
 
 
 def install_batch_analysis(trainer, recorder: Recorder, group_size: int) -> None:

@@ -316,7 +316,10 @@ class FixedLengthProcessor:
         return scores
 
 
-def install_transformers_generation(trainer, script: MetaScript, clock: Clock) -> None:
+def install_fixed_length_generate(trainer, script, clock: Clock, rewrite) -> None:
+    """Make the trainer's transformers `generate` stop each row at its kind's fixed length, time each call by phase,
+    count tokens per kind, and let `rewrite(kind, problem, length)` return the scripted ids to put in its place (or
+    None to keep the generated ones). `script` classifies prompts and gives the target lengths."""
     import torch
     from transformers import LogitsProcessorList
 
@@ -348,13 +351,24 @@ def install_transformers_generation(trainer, script: MetaScript, clock: Clock) -
                 kept = (completions[i] != pad).flip(0).int().cumsum(0).bool().flip(0)
                 length = int(kept.sum())
             clock.counts[f"tokens_{kind}"] += length
-            if kind == "meta":
-                ids = script.meta_ids(problem, length)
+            clock.counts[f"rows_{kind}"] += 1
+            clock.counts["prompt_tokens"] += float(attention_mask[i].sum())
+            ids = rewrite(kind, problem, length) if length else None
+            if ids is not None:
                 output[i, width : width + length] = torch.tensor(ids, dtype=output.dtype)
                 output[i, width + length :] = pad
         return output
 
     model.generate = generate
+
+
+def install_transformers_generation(trainer, script: MetaScript, clock: Clock) -> None:
+    """Fixed-length generation; the meta rows get the script's prediction of the same length."""
+
+    def rewrite(kind, problem, length):
+        return script.meta_ids(problem, length) if kind == "meta" else None
+
+    install_fixed_length_generate(trainer, script, clock, rewrite)
 
 
 class FixedLengthLLM:
