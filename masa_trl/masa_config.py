@@ -75,7 +75,7 @@ class MASAConfig(DynamicSamplingArguments, GRPOConfig):
             per kind. `None` (default): one call on vLLM, whose engine schedules each request on its own, and one call
             per kind on transformers, whose padded `generate` pads every row to the longest prompt (the meta prompt is
             several times longer than a solution prompt) and runs every row to the longest completion
-            (`benchmarks/bench_step_cost.py` measured it 2x slower in one call; README, "Generation"). MASA-efficient generates the meta rollouts first by design (the plan needs them),
+            (`benchmarks/bench_step_cost.py` measured it 1.7x slower in one call; README, "Generation"). MASA-efficient generates the meta rollouts first by design (the plan needs them),
             from `efficient_start_step` on.
         vllm_request_timeout (`float`, *optional*, defaults to `3600.0`):
             vLLM server mode: seconds the main process waits for the server's answers to one generation call. A
