@@ -103,15 +103,19 @@ class DemoModelSpec:
         return asdict(self)
 
 
-def build_demo_model(output_dir: str | Path, spec: DemoModelSpec = DemoModelSpec()) -> Path:
-    """Build the random-init demo model and its tokenizer into `output_dir` (deterministic for a given spec)."""
+def build_demo_model(
+    output_dir: str | Path, spec: DemoModelSpec = DemoModelSpec(), *, corpus: list[str] | None = None
+) -> Path:
+    """Build the random-init demo model and its tokenizer into `output_dir` (deterministic for a given spec).
+
+    `corpus` (the lines the BPE merges are learnt from) defaults to the demo task's [`tokenizer_corpus`]."""
     from masa_trl.tiny_model import build_tiny_model, build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer(
         vocab_size=spec.vocab_size,
         seed=spec.seed,
         model_max_length=spec.max_position_embeddings,
-        corpus=tokenizer_corpus(seed=spec.seed),
+        corpus=tokenizer_corpus(seed=spec.seed) if corpus is None else corpus,
         individual_digits=True,
     )
     return build_tiny_model(

@@ -13,6 +13,9 @@ held-out problems included: the small cells (81 problems with two 1-digit terms)
 and leaving the held-out problems out would make them harder than the training ones, which biases the held-out
 calibration (prototype notes). RL never sees a held-out problem.
 
+Another task plugs in through the [`WarmStartTask`] interface (the study in `benchmarks/study/` does); the demo's is
+[`SumTask`].
+
 The result is saved as a Hub-style directory `cache_dir/warm-start-<hash>/` with a `warm_start.json` record; a later
 run with the same settings loads it instead of training.
 """
@@ -24,6 +27,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from masa_trl.arithmetic import SUM_CELLS, sum_problem
 from masa_trl.demo.task import (
@@ -35,12 +39,61 @@ from masa_trl.demo.task import (
     random_meta_target,
     settings_digest,
     solution_target,
+    tokenizer_corpus,
 )
 
 
 # Bump when the training code changes what a given configuration produces, so that stale caches are not reused.
 WARM_START_VERSION = 1
 RECORD_FILE = "warm_start.json"
+
+
+class WarmStartTask(Protocol):
+    """What the warm start needs from a task: its two templates, a tokenizer corpus and supervised examples."""
+
+    solution_template: str
+    meta_template: str
+
+    def settings(self) -> dict:
+        """Everything that changes the examples (it enters the cache key)."""
+
+    def corpus(self, seed: int) -> list[str]:
+        """Lines in the task's formats, for the tokenizer's BPE merges."""
+
+    def solution_example(self, rng: random.Random) -> tuple[str, str]:
+        """`(problem, target)`: the `{problem}` of the solution template and the supervised solution."""
+
+    def meta_example(self, rng: random.Random, config: "WarmStartConfig") -> tuple[str, str]:
+        """`(problem, target)`: the `{problem}` of the meta template and a meta target."""
+
+
+class SumTask:
+    """The demo's task (see [`masa_trl.demo.task`]): compact sums, bare boxed answers, uninformative meta targets."""
+
+    solution_template = SOLUTION_TEMPLATE
+    meta_template = META_TEMPLATE
+
+    def settings(self) -> dict:
+        return {
+            "solution_template": SOLUTION_TEMPLATE,
+            "meta_template": META_TEMPLATE,
+            "notions": list(NOTIONS),
+            "cells": [list(cell) for cell in SUM_CELLS],
+        }
+
+    def corpus(self, seed: int) -> list[str]:
+        return tokenizer_corpus(seed=seed)
+
+    def solution_example(self, rng: random.Random) -> tuple[str, str]:
+        problem, answer = sum_problem(rng, *rng.choice(SUM_CELLS))
+        return problem, solution_target(answer)
+
+    def meta_example(self, rng: random.Random, config: "WarmStartConfig") -> tuple[str, str]:
+        problem, _ = sum_problem(rng, *rng.choice(SUM_CELLS))
+        low, high = config.meta_length_range
+        return problem, random_meta_target(
+            rng, pass_rate_scale=config.pass_rate_scale, min_length=low, max_length=high
+        )
 
 
 @dataclass(frozen=True)
@@ -69,20 +122,15 @@ class WarmStartConfig:
     # record says how many steps were done.
     max_seconds: float | None = None
 
-    def cache_settings(self) -> dict:
+    def cache_settings(self, task: WarmStartTask | None = None) -> dict:
         settings = asdict(self)
         settings.pop("max_seconds")
-        settings["task"] = {
-            "solution_template": SOLUTION_TEMPLATE,
-            "meta_template": META_TEMPLATE,
-            "notions": list(NOTIONS),
-            "cells": [list(cell) for cell in SUM_CELLS],
-        }
+        settings["task"] = (task or SumTask()).settings()
         settings["version"] = WARM_START_VERSION
         return settings
 
-    def cache_key(self) -> str:
-        return settings_digest(self.cache_settings())
+    def cache_key(self, task: WarmStartTask | None = None) -> str:
+        return settings_digest(self.cache_settings(task))
 
 
 class PromptRenderer:
@@ -127,21 +175,17 @@ def _lr_lambda(config: WarmStartConfig):
     return factor
 
 
-def _batch(rng: random.Random, config: WarmStartConfig, renderers: dict, tokenizer, is_meta: bool):
+def _batch(
+    rng: random.Random, config: WarmStartConfig, task: WarmStartTask, renderers: dict, tokenizer, is_meta: bool
+):
     """Input ids, attention mask and labels (-100 on prompt and padding) for one batch of one kind of row."""
     import torch
 
     problems, targets = [], []
     for _ in range(config.batch_size):
-        problem, answer = sum_problem(rng, *rng.choice(SUM_CELLS))
+        problem, target = task.meta_example(rng, config) if is_meta else task.solution_example(rng)
         problems.append(problem)
-        if is_meta:
-            low, high = config.meta_length_range
-            targets.append(
-                random_meta_target(rng, pass_rate_scale=config.pass_rate_scale, min_length=low, max_length=high)
-            )
-        else:
-            targets.append(solution_target(answer))
+        targets.append(target)
     prompt_ids = renderers["meta" if is_meta else "solution"](problems)
     target_ids = tokenizer(targets, add_special_tokens=False)["input_ids"]
     rows = [(p, t + [tokenizer.eos_token_id]) for p, t in zip(prompt_ids, target_ids, strict=True)]
@@ -157,25 +201,30 @@ def _batch(rng: random.Random, config: WarmStartConfig, renderers: dict, tokeniz
     return input_ids, attention_mask, labels
 
 
-def train_warm_start(output_dir: str | Path, config: WarmStartConfig, *, progress: bool = True) -> dict:
-    """Build the demo model in `output_dir` and train it in place; returns the record written to `warm_start.json`."""
+def train_warm_start(
+    output_dir: str | Path, config: WarmStartConfig, *, progress: bool = True, task: WarmStartTask | None = None
+) -> dict:
+    """Build the demo model in `output_dir` and train it in place; returns the record written to `warm_start.json`.
+
+    `task` defaults to the demo's [`SumTask`]."""
     import torch
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from masa_trl.demo.callbacks import fastest_thread_count
 
+    task = task or SumTask()
     output_dir = Path(output_dir)
     start = time.perf_counter()
-    build_demo_model(output_dir, config.model)
+    build_demo_model(output_dir, config.model, corpus=task.corpus(config.model.seed))
     tokenizer = AutoTokenizer.from_pretrained(output_dir)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = AutoModelForCausalLM.from_pretrained(output_dir, dtype=torch.float32)
         model.train()
         renderers = {
-            "solution": PromptRenderer(tokenizer, SOLUTION_TEMPLATE),
-            "meta": PromptRenderer(tokenizer, META_TEMPLATE),
+            "solution": PromptRenderer(tokenizer, task.solution_template),
+            "meta": PromptRenderer(tokenizer, task.meta_template),
         }
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
@@ -190,7 +239,7 @@ def train_warm_start(output_dir: str | Path, config: WarmStartConfig, *, progres
             if step % 100 == 0:  # on a shared machine one thread can be several times faster than two
                 torch.set_num_threads(fastest_thread_count())
             is_meta = rng.random() < config.meta_fraction
-            input_ids, attention_mask, labels = _batch(rng, config, renderers, tokenizer, is_meta)
+            input_ids, attention_mask, labels = _batch(rng, config, task, renderers, tokenizer, is_meta)
             loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -213,8 +262,8 @@ def train_warm_start(output_dir: str | Path, config: WarmStartConfig, *, progres
         return sum(tail) / len(tail) if tail else None
 
     record = {
-        "settings": config.cache_settings(),
-        "cache_key": config.cache_key(),
+        "settings": config.cache_settings(task),
+        "cache_key": config.cache_key(task),
         "steps_done": steps_done,
         "complete": steps_done == config.steps,
         "seconds": round(seconds, 1),
@@ -228,13 +277,20 @@ def train_warm_start(output_dir: str | Path, config: WarmStartConfig, *, progres
     return json.loads(text)  # the same value a cache hit returns (tuples become lists)
 
 
-def warm_start(config: WarmStartConfig, cache_dir: str | Path = "outputs/demo", *, progress: bool = True):
-    """The warm-started model directory for `config`: loaded from the cache, or trained and cached.
+def warm_start(
+    config: WarmStartConfig,
+    cache_dir: str | Path = "outputs/demo",
+    *,
+    progress: bool = True,
+    task: WarmStartTask | None = None,
+):
+    """The warm-started model directory for `config` (and `task`, default the demo's): loaded from the cache, or
+    trained and cached.
 
     Returns:
         `tuple[Path, dict, bool]`: the model directory, its record, and whether it came from the cache.
     """
-    final = Path(cache_dir) / f"warm-start-{config.cache_key()}"
+    final = Path(cache_dir) / f"warm-start-{config.cache_key(task)}"
     record_path = final / RECORD_FILE
     if record_path.exists():
         return final, json.loads(record_path.read_text()), True
@@ -242,7 +298,7 @@ def warm_start(config: WarmStartConfig, cache_dir: str | Path = "outputs/demo", 
     scratch = final.with_name(final.name + ".partial")
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.parent.mkdir(parents=True, exist_ok=True)
-    record = train_warm_start(scratch, config, progress=progress)
+    record = train_warm_start(scratch, config, progress=progress, task=task)
     shutil.rmtree(final, ignore_errors=True)
     scratch.rename(final)
     return final, record, False
