@@ -8,7 +8,7 @@ export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 export TRL_EXPERIMENTAL_SILENCE ?= 1
 
-.PHONY: install demo test test-slow test-vllm lint format clean
+.PHONY: install demo study study-quick test test-slow test-vllm lint format clean
 
 install: $(STAMP)
 
@@ -24,6 +24,13 @@ $(STAMP): setup.cfg pyproject.toml
 
 demo: install
 	$(PY) recipes/masa_demo_cpu.py
+
+# The laptop-scale study (benchmarks/run_study.py): about 3 hours on 2 cores, resumable; study-quick about 25 minutes.
+study: install
+	$(PY) benchmarks/run_study.py
+
+study-quick: install
+	$(PY) benchmarks/run_study.py --quick
 
 # pytest exits 5 when it collects no test: fatal for the default suite, fine for an empty optional selection.
 test: install

@@ -56,7 +56,8 @@ def smoke_settings() -> StudySettings:
 
 def plan_runs(arms: list[str], seeds: int, extra_seeds: int) -> list[tuple[str, int]]:
     """Runs in order of importance: main arms seed by seed, then the ablations, then the extra seeds."""
-    main = [a for a in arms if ARMS[a].group == "main"]
+    # The quick arms first: the start of a full study is then exactly a quick study, and its runs are shared.
+    main = sorted((a for a in arms if ARMS[a].group == "main"), key=lambda a: a not in QUICK_ARMS)
     ablations = [a for a in arms if ARMS[a].group == "ablation"]
     order = [(arm, seed) for seed in range(seeds) for arm in main]
     order += [(arm, seed) for seed in range(seeds) for arm in ablations]
@@ -89,8 +90,13 @@ def _worker(job):
     arm, seed, settings, cache_dir, initial, threads, path = job
     from study.runner import run_arm
 
-    prepared = prepare(settings, cache_dir, progress=False)
-    record = run_arm(arm, seed, settings, prepared, initial=initial, threads=threads)
+    try:
+        prepared = prepare(settings, cache_dir, progress=False)
+        record = run_arm(arm, seed, settings, prepared, initial=initial, threads=threads)
+    except Exception:  # noqa: BLE001 -- one failed run is reported and left uncached; the others go on
+        import traceback
+
+        return {"arm": arm, "seed": seed, "error": traceback.format_exc()}
     record["settings_key"] = path.stem.rsplit("-", 1)[-1]
     save_json(path, record)
     return record
@@ -211,6 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _run_all(todo, settings, cache_dir, initial, path_of, workers: int) -> None:
+    import concurrent.futures
     import multiprocessing
 
     from tqdm.auto import tqdm
@@ -219,12 +226,24 @@ def _run_all(todo, settings, cache_dir, initial, path_of, workers: int) -> None:
     jobs = [(arm, seed, settings, cache_dir, initial, threads, path_of[(arm, seed)]) for arm, seed in todo]
     start = time.perf_counter()
     bar = tqdm(total=len(jobs), desc="study runs", unit="run", dynamic_ncols=True)
+    pool = None
     if workers == 1:
         results = map(_worker, jobs)
     else:
-        pool = multiprocessing.get_context("spawn").Pool(workers, maxtasksperchild=1)
-        results = pool.imap_unordered(_worker, jobs)
+        # Not multiprocessing.Pool: its workers are daemons, and the answer reward starts its own verifier processes.
+        pool = concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1
+        )
+        results = (
+            future.result() for future in concurrent.futures.as_completed([pool.submit(_worker, j) for j in jobs])
+        )
+    failed = []
     for record in results:
+        bar.update(1)
+        if "error" in record:
+            failed.append(record)
+            tqdm.write(f"[{time.perf_counter() - start:6.0f} s] {record['arm']:>20} seed {record['seed']}: FAILED")
+            continue
         final = record["points"][-1]
         tqdm.write(
             f"[{time.perf_counter() - start:6.0f} s] {record['arm']:>20} seed {record['seed']}: "
@@ -232,11 +251,13 @@ def _run_all(todo, settings, cache_dir, initial, path_of, workers: int) -> None:
             f"{_num(final.get('pearson'))}, "
             f"{record['train_seconds']:.0f} s train + {record['eval_seconds']:.0f} s eval, load {os.getloadavg()[0]:.1f}"
         )
-        bar.update(1)
     bar.close()
-    if workers > 1:
-        pool.close()
-        pool.join()
+    for record in failed:
+        print(
+            f"run {record['arm']} seed {record['seed']} failed (not cached, rerun the study to retry):\n{record['error']}"
+        )
+    if pool is not None:
+        pool.shutdown()
 
 
 if __name__ == "__main__":

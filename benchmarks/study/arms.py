@@ -38,6 +38,9 @@ class Arm:
 
 
 _BC = {"use_expert_bc": True}
+# After dynamic_sampling_max_rounds generation batches without enough informative prompts, train on a batch padded with
+# filtered ones (and warn) rather than stop the run: a study must not die on an unlucky step.
+_DYNAMIC = {"dynamic_sampling": True, "dynamic_sampling_partial": True}
 _EFFICIENT = {**_BC, "efficient_start_step": True}
 
 ARMS: dict[str, Arm] = {
@@ -53,12 +56,12 @@ ARMS: dict[str, Arm] = {
             _EFFICIENT,
             description="MASA + BC; from step k gating, early cutoff and notion hints",
         ),
-        Arm("dapo", "DAPO", "dapo", {"dynamic_sampling": True}, description="GRPO with DAPO's dynamic sampling"),
+        Arm("dapo", "DAPO", "dapo", _DYNAMIC, description="GRPO with DAPO's dynamic sampling"),
         Arm(
             "masa_dapo",
             "MASA + DAPO",
             "masa_dapo",
-            {**_BC, "dynamic_sampling": True},
+            {**_BC, **_DYNAMIC},
             description="MASA + BC with dynamic sampling (a prompt is kept or dropped with its meta rows)",
         ),
         Arm(

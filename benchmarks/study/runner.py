@@ -9,6 +9,9 @@ Costs are counted the same way for every arm by [`CostMeter`], a mixin put in fr
   M meta rollouts, gated or not).
 - **training**: every forward through `_get_per_token_logps_and_entropies` (the policy loss, old log-probs when TRL
   computes them, and expert BC's passes): sequence lengths, and whether gradients were on (backward = 2 forwards).
+- **cutoff on the training path** (fig. 3c): MASA arms also finish a sample of the solution rollouts the early
+  cutoff stopped (`_generate_rows`), off the training path (no gradient, forked RNG, time excluded), and score the
+  finished version: how many of the stopped rollouts would have been wrong.
 - **FLOPs** from those lengths with [`study.flops`] (Kaplan et al.'s estimate; padding excluded), **wall time**
   of training without the held-out evaluations.
 """
@@ -29,20 +32,21 @@ class StudySettings:
 
     The RL settings follow the paper's recipe scaled to a 0.5M-parameter model on 2 cores (the demo's measured
     learning rate; no KL; clip 0.2 / 0.28; token-level loss), with k, N_expert and the step budget shrunk in
-    proportion to the 120 steps of a run.
+    proportion to the 80 steps of a run (a measured probe: GRPO gains about 29 points in 60 steps at lr 1e-4, and
+    flattens out towards the ceiling the unsolvable cells set).
     """
 
     task: ChainTask = field(default_factory=ChainTask)
     warm_start_steps: int = 1500
     vocab_size: int = 400
-    max_steps: int = 120
-    eval_every: int = 30
+    max_steps: int = 80
+    eval_every: int = 20
     prompts_per_step: int = 8
     num_generations: int = 8  # G
     num_meta_generations: int = 8  # M
     max_completion_length: int = 160  # the longest worked solution (9 terms) is about 150 tokens
     learning_rate: float = 1e-4
-    efficient_start_step: int = 30  # k: the paper starts at 120 of ~500 steps
+    efficient_start_step: int = 20  # k: the paper starts at step 120 of its run
     expert_buffer_size: int = 32
     expert_bc_steps: int = 1
     expert_bc_learning_rate: float = 1e-4
@@ -92,9 +96,13 @@ class CostMeter:
 
     study_meta_marker: str = "Predict:"
 
-    def _study_setup_costs(self, shape) -> None:
+    study_finish_per_step: int = 8  # cut rollouts finished per generation batch (a sample: finishing costs time)
+
+    def _study_setup_costs(self, shape, task: ChainTask) -> None:
         self.study_costs = Costs()
-        self._study_shape = shape
+        self.study_cutoff = {"cut": 0, "finished": 0, "finished_wrong": 0}
+        self.study_offpath_seconds = 0.0
+        self._study_shape, self._study_task = shape, task
         self._study_is_masa = hasattr(super(), "_trl_generate")
 
     def _study_count_generation(self, prompt_ids, completion_ids) -> None:
@@ -130,6 +138,45 @@ class CostMeter:
         completion_ids, logprobs = super()._trl_generate(prompt_ids, num_generations)
         self._study_count_generation(prompt_ids, completion_ids)
         return completion_ids, logprobs
+
+    def _generate_rows(self, batch, rows):
+        generated = super()._generate_rows(batch, rows)
+        cut = [
+            (row.prompt_ids, ids)
+            for row, ids in zip(rows, generated.completion_ids, strict=True)
+            if row.kind == "solution" and not row.skip and row.cap is not None and len(ids) >= row.cap
+            and ids[-1] not in self.eos_token_ids
+        ]  # fmt: skip
+        self.study_cutoff["cut"] += len(cut)
+        if cut and self.model.training:
+            self._study_finish(cut[: self.study_finish_per_step])
+        return generated
+
+    def _study_finish(self, cut: list[tuple[list[int], list[int]]]) -> None:
+        """Complete stopped rollouts without their cap and count the ones that end wrong."""
+        import re
+
+        import torch
+
+        from masa_trl.demo.heldout import sample_completions
+        from masa_trl.math_reward import math_accuracy_reward
+
+        start = time.perf_counter()
+        tokenizer = self.processing_class
+        budget = self.args.max_completion_length
+        for prompt_ids, partial in cut:
+            with torch.random.fork_rng(devices=[]):
+                rest = sample_completions(
+                    self.model, tokenizer, [list(prompt_ids) + list(partial)], max_new_tokens=budget - len(partial)
+                )[0] if len(partial) < budget else []  # fmt: skip
+            problem = re.search(r"Solve: ([0-9+]+)", tokenizer.decode(prompt_ids))
+            if problem is None:
+                continue
+            text = tokenizer.decode(list(partial) + rest, skip_special_tokens=True)
+            score = math_accuracy_reward([text], answer=[self._study_task.answer(problem.group(1))])[0]
+            self.study_cutoff["finished"] += 1
+            self.study_cutoff["finished_wrong"] += not (score is not None and score >= 1.0)
+        self.study_offpath_seconds += time.perf_counter() - start
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, *args, **kwargs):
         import torch
@@ -230,10 +277,17 @@ class _EvalPointsBase:
         self.start = None
 
     def wall_seconds(self) -> float:
-        return time.perf_counter() - self.start - self.eval_seconds
+        return time.perf_counter() - self.start - self.eval_seconds - self.trainer.study_offpath_seconds
 
     def _record(self, step: int, metrics: dict) -> None:
-        point = {"step": step, **self.trainer.study_costs.snapshot(), "wall_seconds": self.wall_seconds(), **metrics}
+        cutoff = self.trainer.study_cutoff
+        training_path = {
+            "train_cut_rows": cutoff["cut"],
+            "train_cut_finished": cutoff["finished"],
+            "train_cutoff_precision": cutoff["finished_wrong"] / cutoff["finished"] if cutoff["finished"] else None,
+        }
+        point = {"step": step, **self.trainer.study_costs.snapshot(), "wall_seconds": self.wall_seconds()}
+        point |= training_path | metrics
         self.points.append(point)
         if self.on_point is not None:
             self.on_point(point)
@@ -285,7 +339,7 @@ def run_arm(arm_name: str, seed: int, settings: StudySettings, prepared, *, init
         trainer = trainer_class(arm)(
             model=str(prepared.model_dir), reward_funcs=[math_accuracy_reward], args=args, train_dataset=train
         )
-        trainer._study_setup_costs(ModelShape.from_config(trainer.model.config))
+        trainer._study_setup_costs(ModelShape.from_config(trainer.model.config), settings.task)
         for callback in (ProgressCallback, PrinterCallback):
             trainer.remove_callback(callback)
         points = EvalPoints(trainer, prepared.evaluator(seed=10_000), settings.eval_steps, initial)
@@ -298,6 +352,7 @@ def run_arm(arm_name: str, seed: int, settings: StudySettings, prepared, *, init
         "seconds": time.perf_counter() - start,
         "train_seconds": points.wall_seconds(),
         "eval_seconds": points.eval_seconds,
+        "offpath_seconds": trainer.study_offpath_seconds,
         "points": points.points,
         "train": _train_summary(logs, trainer.state.global_step),
     }
