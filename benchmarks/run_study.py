@@ -65,6 +65,10 @@ def plan_runs(arms: list[str], seeds: int, extra_seeds: int) -> list[tuple[str, 
     return order
 
 
+def _iso(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(timespec="seconds")
+
+
 def _num(value, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -98,6 +102,7 @@ def _worker(job):
 
         return {"arm": arm, "seed": seed, "error": traceback.format_exc()}
     record["settings_key"] = path.stem.rsplit("-", 1)[-1]
+    record["load_end"] = list(os.getloadavg())
     save_json(path, record)
     return record
 
@@ -185,7 +190,11 @@ def main(argv: list[str] | None = None) -> dict:
     if todo and not args.report_only:
         _run_all(todo, settings, cache_dir, initial, path_of, args.workers)
 
-    records = [json.loads(path_of[run].read_text()) for run in plan if path_of[run].exists()]
+    done = [run for run in plan if path_of[run].exists()]
+    records = [json.loads(path_of[run].read_text()) for run in done]
+    for record in records:  # the per-step trainer logs stay in the cache; the report does not use them
+        record["train"].pop("logs", None)
+    mtimes = [path_of[run].stat().st_mtime for run in done]
     commit, dirty = _commit()
     results = {
         "meta": {
@@ -203,6 +212,9 @@ def main(argv: list[str] | None = None) -> dict:
             "settings_key": key,
             "settings": settings.to_dict(),
             "planned_runs": len(plan),
+            "report_only": args.report_only,
+            # When the runs finished (cache file times): a rebuilt report's own start and end say nothing about them.
+            "runs_finished": [_iso(min(mtimes)), _iso(max(mtimes))] if mtimes else None,
         },
         "arms": {arm: _arm_entry(arm) for arm in arms},
         "task_properties": properties,

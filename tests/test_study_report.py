@@ -233,3 +233,14 @@ def test_main_cli(tmp_path, capsys):
     path = report.main([str(source), "--out", str(tmp_path / "out")])
     assert path == tmp_path / "out" / "REPORT.md" and path.is_file()
     assert str(path) in capsys.readouterr().out
+
+
+def test_a_claim_with_a_stated_size_holds_only_when_its_interval_reaches_that_size():
+    # -34.5% train time: a saving of 10-20% is real but smaller; one of 40-50% holds.
+    assert report.verdict((-20.0, -10.0), direction=-1, paper=-34.5) == "smaller than the paper's"
+    assert report.verdict((-50.0, -40.0), direction=-1, paper=-34.5) == "holds"
+    # 1.28x faster = a wall-time ratio of 0.78: 0.90-0.95 is faster, but less so.
+    assert report.verdict((0.90, 0.95), null=1.0, direction=-1, paper=0.78) == "smaller than the paper's"
+    assert report.verdict((0.60, 0.80), null=1.0, direction=-1, paper=0.78) == "holds"
+    assert report.verdict((0.90, 1.10), null=1.0, direction=-1, paper=0.78) == "within noise"
+    assert report.verdict((1.05, 1.10), null=1.0, direction=-1, paper=0.78) == "does not hold"

@@ -97,14 +97,17 @@ def fmt_ci(ci: Any, digits: int = 3) -> str:
     return MISSING if math.isnan(_num(lo)) or math.isnan(_num(hi)) else f"[{fmt(lo, digits)}, {fmt(hi, digits)}]"
 
 
-def verdict(ci: Any, *, null: float = 0.0, direction: int = 1) -> str:
+def verdict(ci: Any, *, null: float = 0.0, direction: int = 1, paper: float | None = None) -> str:
     """The verdict on a claim from its CI: `holds` if the CI excludes `null` on the claimed side (`direction` +1 above,
-    -1 below), `does not hold` if it excludes it on the other side, `within noise` if it contains it."""
+    -1 below) and, when the paper states a size (`paper`), reaches it; `smaller than the paper's` if it excludes
+    `null` on the claimed side but stays short of that size; `does not hold` if it excludes `null` on the other side;
+    `within noise` if it contains `null`."""
     lo, hi = (_num(c) for c in (ci or (math.nan, math.nan)))
     if math.isnan(lo) or math.isnan(hi):
         return "not measurable"
     if direction * (lo - null) > 0 and direction * (hi - null) > 0:
-        return "holds"
+        reaches = paper is None or direction * (max(lo, hi) if direction > 0 else min(lo, hi)) >= direction * paper
+        return "holds" if reaches else "smaller than the paper's"
     if direction * (lo - null) < 0 and direction * (hi - null) < 0:
         return "does not hold"
     return "within noise"
@@ -205,12 +208,33 @@ def header_section(results: dict) -> str:
     load = lambda key: "/".join(fmt(x, 2) for x in machine.get(key) or []) or MISSING  # noqa: E731
     commit = f"`{meta.get('commit', MISSING)}`" + (" (dirty)" if meta.get("dirty") else "")
     settings = json.dumps(meta.get("settings", {}), separators=(", ", ": "), sort_keys=True)
+    runs = results.get("runs", [])
+    planned, window = meta.get("planned_runs"), meta.get("runs_finished")
+    loads = [r["load_end"][0] for r in runs if r.get("load_end")]
+    if meta.get("report_only"):
+        when = f"report rebuilt from the cached runs at {meta.get('finished', MISSING)} (load then {load('load_end')})"
+    else:
+        when = (
+            f"run {meta.get('started', MISSING)} to {meta.get('finished', MISSING)}, load {load('load_start')} at "
+            f"start and {load('load_end')} at end"
+        )
+    done = f"{len(runs)} of {planned} planned runs" if planned else f"{len(runs)} runs"
+    if window:
+        done += f", finished between {window[0]} and {window[1]}"
+    if loads:
+        done += f" (1-minute load when each ended: {min(loads):.1f}-{max(loads):.1f})"
+    partial = ""
+    if planned and len(runs) < planned:
+        partial = (
+            f"\n\n**Partial study: {planned - len(runs)} planned runs have not run yet** (`python benchmarks/run_study.py` "
+            "resumes them from the cache); arms with fewer seeds show wider intervals, or none."
+        )
     return (
         f"# {TITLE}\n\n"
-        f"Commit {commit}; machine: {machine.get('cpus', MISSING)} CPUs, load {load('load_start')} at start and "
-        f"{load('load_end')} at end; run {meta.get('started', MISSING)} to {meta.get('finished', MISSING)}; "
-        f"{'quick' if meta.get('quick') else 'full'} run with {meta.get('workers', MISSING)} workers.\n\n"
-        "All numbers below come from that one run of the committed code; this report is generated from its results "
+        f"Commit {commit}; machine: {machine.get('cpus', MISSING)} CPUs; {when}; "
+        f"{'quick' if meta.get('quick') else 'full'} study with {meta.get('workers', MISSING)} workers; {done}."
+        f"{partial}\n\n"
+        "All numbers below come from these runs of the committed code; this report is generated from their results "
         f"file.\n\nSettings:\n\n```json\n{settings}\n```"
     )
 
@@ -245,7 +269,7 @@ def task_section(results: dict, runs: dict[str, list[dict]]) -> str:
     cells = tp.get("per_cell") or []
     if cells:
         keys = list(dict.fromkeys(k for cell in cells for k in cell))
-        body = [[str(c.get(k)) if k == "cell" else fmt(c.get(k)) for k in keys] for c in cells]
+        body = [[str(c.get(k)) if k in ("cell", "n") else fmt(c.get(k)) for k in keys] for c in cells]
         text += "\n\nPer cell (warm start):\n\n" + table(keys, body)
     return text
 
@@ -289,7 +313,7 @@ def claims(results: dict, runs: dict[str, list[dict]]) -> list[str]:
         if ratio:
             measured = f"{fmt(ratio['ratio'])} {fmt_ci(ratio['ratio_ci'])}, reached {ratio['reached']}/{len(eff)}"
             measured += f" ({note})" if note else ""
-        word = verdict(ratio["ratio_ci"], null=1.0, direction=-1) if ratio else "not measurable"
+        word = verdict(ratio["ratio_ci"], null=1.0, direction=-1, paper=PAPER_SPEEDUP) if ratio else "not measurable"
         name = "1.28x faster (wall time to reach GRPO's final accuracy, MASA-efficient / GRPO; paper "
         name += f"{PAPER_SPEEDUP:.2f})"
         lines.append(_claim(name, measured, word))
@@ -302,7 +326,8 @@ def claims(results: dict, runs: dict[str, list[dict]]) -> list[str]:
             ratio, ci = _ratio_of_means_ci(*walls)
             change = [100 * (x - 1) for x in (ratio, *ci)]
             measured = f"{change[0]:+.1f}% [{change[1]:+.1f}%, {change[2]:+.1f}%]"
-            lines.append(_claim(name, measured, verdict(change[1:], direction=-1)))
+            word = verdict(change[1:], direction=-1, paper=100 * PAPER_TRAIN_TIME_CHANGE)
+            lines.append(_claim(name, measured, word))
         else:
             lines.append(_claim(name, MISSING, "not measurable"))
     shares = []
@@ -315,6 +340,10 @@ def claims(results: dict, runs: dict[str, list[dict]]) -> list[str]:
         word = "matches" if lo <= PAPER_GATED_SHARE <= hi else ("lower" if hi < PAPER_GATED_SHARE else "higher")
         name = "37% gated (MASA-efficient's mean gated share after step 0; paper 0.37)"
         lines.append(_claim(name, f"{fmt_pm(shares)} {fmt_ci((lo, hi))}", word))
+    if eff and len(eff) == 1:
+        lines.append(
+            "- (One seed of MASA-efficient: the intervals above collapse to a point; they say nothing about noise.)"
+        )
     return lines
 
 
