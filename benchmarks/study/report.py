@@ -424,7 +424,10 @@ def _pyplot():
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from cycler import cycler
 
+    # Twelve arms: the default cycle's ten colours would give two arms one colour.
+    plt.rcParams["axes.prop_cycle"] = cycler(color=plt.cm.tab20.colors)
     return plt
 
 
