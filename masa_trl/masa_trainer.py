@@ -1,6 +1,7 @@
 """`MASAGRPOTrainer`: TRL's GRPOTrainer with MASA's parallel meta rollouts trained in the same update."""
 
 import json
+import logging as std_logging
 import math
 import time
 import weakref
@@ -534,10 +535,21 @@ class MASAGRPOTrainer(GRPOTrainer):
         if batch.phase == META:
             for example, completion in zip(inputs, completions, strict=True):
                 example["meta_prediction"] = self._parse_meta(completion_text(completion))
-            batch.meta_rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-            return batch.meta_rewards_per_func
+        with _without_trl_row_dump():
+            rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        # The rewards are gathered, so every process logs the same share. Unscored meta rows are MASA's own (a skipped
+        # prompt has no solution statistics); unscored solution rows mean every reward function returned None.
+        unscored = torch.isnan(rewards_per_func).all(dim=1).float().mean().item()
+        self._metrics[batch.mode]["unscored_frac"].append(unscored)
+        if batch.phase == META:
+            batch.meta_rewards_per_func = rewards_per_func
+            return rewards_per_func
 
-        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if unscored > 0:
+            logger.warning_once(
+                "Some solution rollouts were scored by no reward function (every one returned None, e.g. for a gold "
+                "answer that cannot be parsed); they are left out of the baselines. `unscored_frac` logs their share."
+            )
         batch.solution_rollouts = (completions, completion_ids_list, rewards_per_func.clone())
         if batch.plans is not None:
             # Gated placeholders and audited rollouts stay out of reward means and advantage baselines.
@@ -707,6 +719,24 @@ def _prepare_dataset(dataset, required: list[str], name: str):
     if "prompt" in columns:
         return dataset
     return dataset.map(lambda example: {"prompt": solution_prompt(example["problem"])})
+
+
+class _RowDumpFilter(std_logging.Filter):
+    """Drops TRL's warning about a row that no reward function scored: it prints the row's prompt and completion."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return "All reward functions returned None" not in str(record.msg)  # accelerate prefixes "[RANK r] "
+
+
+@contextmanager
+def _without_trl_row_dump():
+    """Model output must not reach the logs; the trainer counts such rows in `unscored_frac` instead."""
+    trl_logger, row_filter = std_logging.getLogger("trl.trainer.grpo_trainer"), _RowDumpFilter()
+    trl_logger.addFilter(row_filter)
+    try:
+        yield
+    finally:
+        trl_logger.removeFilter(row_filter)
 
 
 def _completion_logs() -> dict:

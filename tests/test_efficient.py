@@ -183,6 +183,24 @@ class TestTrainer:
         assert batch["completion_mask"][8:10].sum() == 0 and batch["advantages"][8:10].abs().sum() == 0
         assert batch["trained"].tolist() == [False] * 4 + [True] * 4 + [False] * 2 + [True] * 2
 
+    def test_unscored_meta_rows_log_no_model_output(self, tiny_model_dir, tmp_path, caplog):
+        # A gated prompt's meta rows are unscored by design. TRL warns about such rows with the row's prompt and
+        # completion; model output must never reach the logs, so the trainer replaces that warning with a count.
+        secret = "do-not-log-this-reasoning"
+        script = {
+            ("meta", "2 + 3"): [meta_text(8, 8, ["addition"], reasoning=secret)] * 2,
+            ("meta", "7 - 4"): [meta_text(4, 8, ["subtraction"]), meta_text(2, 8, ["subtraction"])],
+            ("solution", "2 + 3"): ["\\boxed{5}"],
+            ("solution", "7 - 4"): [LONG, "\\boxed{3}"],
+        }
+        trainer, script, _ = efficient_trainer(tiny_model_dir, tmp_path, script=script)
+        trainer.model.train()
+        with caplog.at_level("WARNING"), patch.object(GRPOTrainer, "_generate_single_turn", script):
+            trainer._generate_and_score_completions(inputs_of(trainer))
+        assert trainer.last_rollout_batch.solution_stats[0] is None  # the prompt was gated: its meta rows unscored
+        assert secret not in caplog.text and "All reward functions returned None" not in caplog.text
+        assert trainer._metrics["train"]["meta/unscored_frac"][-1] == 0.5
+
     def test_gated_rows_contribute_exactly_zero_gradient(self, tiny_model_dir, tmp_path):
         trainer, script, _ = efficient_trainer(tiny_model_dir, tmp_path)
         trainer.model.train()

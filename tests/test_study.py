@@ -195,6 +195,54 @@ def test_cutoff_precision_counts_the_finished_versions_of_the_samples_the_cap_wo
     assert result["per_cell"][0]["cell"] == "1 term"
 
 
+def test_hinted_accuracy_uses_the_trainers_hint_and_pairs_it_with_the_plain_samples(tokenizer):
+    from study.evaluate import evaluate_point
+
+    from masa_trl.demo.warm_start import PromptRenderer
+    from masa_trl.meta import format_meta_prediction
+    from masa_trl.templates import add_notion_hint
+
+    task = ChainTask()
+    render_solution = PromptRenderer(tokenizer, task.solution_template)
+    seen = []
+
+    def sampler(model, tok, prompt_ids, *, num_samples, max_new_tokens):
+        # Plain prompts: "4+9" right once in 4, "5" always; hinted: "4+9" always right. "5"'s meta names no notion.
+        out = []
+        for ids in prompt_ids:
+            prompt = tokenizer.decode(ids)
+            seen.append(list(ids))
+            if "Predict:" in prompt:
+                notions = ["carry"] if ": 4+9" in prompt else []
+                texts = [format_meta_prediction(notions, 4, 20, reasoning=None)] * num_samples
+            elif ": 4+9" in prompt:
+                right, wrong = "\\boxed{13}", "\\boxed{14}"
+                texts = [right] * num_samples if "Hint:" in prompt else [right] + [wrong] * (num_samples - 1)
+            else:
+                texts = ["\\boxed{5}"] * num_samples
+            out += [tokenizer(t, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for t in texts]
+        return out
+
+    common = dict(
+        render_solution=render_solution,
+        render_meta=PromptRenderer(tokenizer, task.meta_template),
+        max_new_tokens=160,
+        num_solution_samples=4,
+        num_meta_samples=2,
+        sampler=sampler,
+    )
+    plain = evaluate_point(_Model(), tokenizer, task, ["4+9", "5"], **common)
+    assert plain["accuracy_hinted"] is None and plain["hint_gain"] is None
+    result = evaluate_point(_Model(), tokenizer, task, ["4+9", "5"], notion_hint_size=3, **common)
+    assert result["accuracy"] == pytest.approx((1 / 4 + 1) / 2)
+    assert result["accuracy_hinted"] == pytest.approx((1 + 1) / 2)
+    assert result["hinted_share"] == 0.5 and result["hint_gain"] == pytest.approx(3 / 4)
+    # The hinted prompt is the one the trainer sends: the hint appended to the user message, then the chat template.
+    messages = add_notion_hint([{"role": "user", "content": task.solution_template.format(problem="4+9")}], ["carry"])
+    expected = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+    assert list(expected["input_ids"]) in seen
+
+
 # ------------------------------------------------------------------------------------------------ smoke run
 def test_study_pipeline_end_to_end_and_resumes_from_its_cache(tmp_path, capsys):
     import run_study

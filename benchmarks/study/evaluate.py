@@ -12,6 +12,10 @@ the trainer uses ([`masa_trl.demo.heldout.sample_completions`], the demo's sampl
   prompt's cap is one the cutoff would have stopped. The samples are generated without a cap, so each cut sample's
   finished version is at hand: cutoff precision is the share of them that end wrong. This measures the cutoff off the
   training path, with the policy's ordinary sampling, at every evaluation point, whatever the arm;
+- **hinted accuracy** (arms trained with MASA-efficient's notion hints): pass@1 again from K samples, with each
+  problem's solution prompt carrying the hint MASA-efficient would append ([`masa_trl.efficient.hint_notions`] of the
+  M predictions), as the trainer builds it. Held-out prompts are otherwise plain, as in any evaluation; the pair tells
+  a hint that misleads the solver from a policy that learnt to solve hinted prompts only;
 - **task properties**: mean solution and meta lengths, wrong-minus-correct lengths (overall and within a problem),
   and for each notion of the task the share of problems where it would score (found in more correct than incorrect
   samples, [`masa_trl.rewards.notion_reward`]).
@@ -24,11 +28,13 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 
 from masa_trl.demo.heldout import HeldoutEvaluation, sample_completions
-from masa_trl.efficient import gate_verdict, length_cap
+from masa_trl.efficient import gate_verdict, hint_notions, length_cap
 from masa_trl.meta import parse_meta_prediction
 from masa_trl.rewards import notion_reward
+from masa_trl.templates import add_notion_hint
 
 from .stats import gating_confusion, pass_at_k
 from .task import ChainTask
@@ -58,6 +64,7 @@ def evaluate_point(
     cutoff_factor: float = 2.0,
     seed: int = 0,
     with_meta: bool = True,
+    notion_hint_size: int = 0,
     sampler: Callable = sample_completions,
 ) -> dict:
     """Evaluate `model` on `problems`; returns a flat dict of metrics plus `per_cell` (see the module docstring).
@@ -65,48 +72,37 @@ def evaluate_point(
     Args:
         with_meta: sample and score meta predictions (False for GRPO arms, whose policy is never asked for them; the
             calibration, gating and cutoff entries are then None).
+        notion_hint_size: the trainer's `notion_hint_max_notions` for an arm trained with hints (0: no hinted
+            evaluation; `accuracy_hinted`, `hinted_share` and `hint_gain` are then None).
         sampler: replaces [`~masa_trl.demo.heldout.sample_completions`] (tests script outputs with it).
     """
-    import torch
-
     from masa_trl.math_reward import math_accuracy_reward
 
     start = time.perf_counter()
     problems = list(problems)
     K, M = num_solution_samples, num_meta_samples
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            solution_ids = sampler(
-                model, tokenizer, render_solution(problems), num_samples=K, max_new_tokens=max_new_tokens
-            )
-            meta_ids = (
-                sampler(model, tokenizer, render_meta(problems), num_samples=M, max_new_tokens=max_new_tokens)
-                if with_meta
-                else None
-            )
-    finally:
-        model.train(was_training)
+    if notion_hint_size and not task.solution_template.endswith("{problem}"):
+        # The hint is appended to the problem before rendering; the trainer appends it to the whole prompt.
+        raise ValueError("A hinted evaluation needs a solution template that ends with {problem}.")
+    with _sampling(model, seed):
+        solution_ids = sampler(
+            model, tokenizer, render_solution(problems), num_samples=K, max_new_tokens=max_new_tokens
+        )
+        meta_ids = (
+            sampler(model, tokenizer, render_meta(problems), num_samples=M, max_new_tokens=max_new_tokens)
+            if with_meta
+            else None
+        )
 
     texts = tokenizer.batch_decode(solution_ids, skip_special_tokens=True)
     scores = math_accuracy_reward(texts, answer=[task.answer(p) for p in problems for _ in range(K)])
     correct_all = [s is not None and s >= 1.0 for s in scores]
     meta_texts = tokenizer.batch_decode(meta_ids, skip_special_tokens=True) if with_meta else None
 
-    evaluation = HeldoutEvaluation(
-        problems=problems,
-        cells=[(task.cell_of(p).terms, task.cell_of(p).digits) for p in problems],
-        true_pass_rate=[],
-        pred_pass_rate=[],
-        parse_rate=[],
-        pred_length=[],
-        true_length=[],
-        length_hits=[],
-        num_solution_samples=K,
-        num_meta_samples=M,
+    evaluation = HeldoutEvaluation.empty(
+        problems, [(task.cell_of(p).terms, task.cell_of(p).digits) for p in problems], K, M
     )
+    hints = []
     gated, zero_variance, cut, cut_wrong, cut_candidates, correct_cut = [], [], 0, 0, 0, 0
     within_gaps, notion_hits, meta_notion = [], {n: [] for n in task.notions}, []
     for i, problem in enumerate(problems):
@@ -134,6 +130,8 @@ def evaluate_point(
         evaluation.pred_length.append(_mean([p.length for p in parsed]))
         evaluation.length_hits.append(math.nan)
         meta_notion.extend(notion_reward(p.notions, solutions, correct, problem) for p in parsed)
+        if notion_hint_size:
+            hints.append(hint_notions(predictions, notion_hint_size))
         verdict = gate_verdict(predictions, pass_rate_scale, gating_std_threshold)
         gated.append(verdict is not None)
         zero_variance.append(sum(correct) in (0, K))
@@ -198,9 +196,55 @@ def evaluate_point(
             metrics[key] = None
         metrics |= {"cutoff_share": None, "cutoff_precision": None, "cutoff_num_cut": None}
         metrics["cutoff_correct_lost"] = None
+    metrics |= _hinted_accuracy(
+        model, tokenizer, task, problems, hints, evaluation.true_pass_rate, render_solution, max_new_tokens, K, seed,
+        sampler,
+    )  # fmt: skip
     metrics["per_cell"] = _per_cell(task, problems, evaluation, solution_ids, K)
     metrics["seconds"] = time.perf_counter() - start
     return metrics
+
+
+@contextmanager
+def _sampling(model, seed: int):
+    """Eval mode and a forked, seeded RNG: an evaluation neither depends on nor disturbs the training RNG."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _hinted_accuracy(
+    model, tokenizer, task, problems, hints, plain_pass_rate, render_solution, max_new_tokens, K, seed, sampler
+) -> dict:
+    """pass@1 with MASA-efficient's hints in the solution prompts (plain where no prediction named a notion).
+
+    `hint_gain` is the paired difference, hinted minus plain pass rate, over the problems that got a hint.
+    """
+    from masa_trl.math_reward import math_accuracy_reward
+
+    if not hints:  # no hinted evaluation asked
+        return {"accuracy_hinted": None, "hinted_share": None, "hint_gain": None}
+    if not any(hints):  # asked, but no prediction named a notion: every prompt is the plain one
+        return {"accuracy_hinted": _mean(plain_pass_rate), "hinted_share": 0.0, "hint_gain": None}
+    hinted = [add_notion_hint(p, h) if h else p for p, h in zip(problems, hints, strict=True)]
+    with _sampling(model, seed + 1):
+        ids = sampler(model, tokenizer, render_solution(hinted), num_samples=K, max_new_tokens=max_new_tokens)
+    texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+    scores = math_accuracy_reward(texts, answer=[task.answer(p) for p in problems for _ in range(K)])
+    rates = [sum(s is not None and s >= 1.0 for s in scores[i * K : (i + 1) * K]) / K for i in range(len(problems))]
+    with_hint = [i for i, h in enumerate(hints) if h]
+    return {
+        "accuracy_hinted": _mean(rates),
+        "hinted_share": len(with_hint) / len(problems),
+        "hint_gain": _mean([rates[i] - plain_pass_rate[i] for i in with_hint]),
+    }
 
 
 def _per_cell(task: ChainTask, problems, evaluation: HeldoutEvaluation, solution_ids, K: int) -> list[dict]:

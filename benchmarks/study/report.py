@@ -41,7 +41,8 @@ ABLATION_PARENTS = {"masa_length_only": "masa", "masa_difficulty_only": "masa", 
 FINAL_COLUMNS = (("pearson", "Pearson"), ("mae", "MAE"), ("length_mae", "length MAE"), ("gated_share", "gated"),
                  ("gating_precision", "gating P"), ("gating_recall", "gating R"), ("gating_f1", "gating F1"),
                  ("cutoff_share", "cut"), ("cutoff_precision", "cutoff P"),
-                 ("train_cutoff_precision", "cutoff P (training)"))  # fmt: skip
+                 ("train_cutoff_precision", "cutoff P (training)"), ("accuracy_hinted", "hinted accuracy"),
+                 ("hint_gain", "hint gain"))  # fmt: skip
 CUTOFF_CAPTION = (
     "Cutoff precision vs step (fig. 3c style): held-out samples the cap would stop, and training "
     "rollouts it stopped, finished off the training path"

@@ -342,7 +342,10 @@ def run_arm(arm_name: str, seed: int, settings: StudySettings, prepared, *, init
         trainer._study_setup_costs(ModelShape.from_config(trainer.model.config), settings.task)
         for callback in (ProgressCallback, PrinterCallback):
             trainer.remove_callback(callback)
-        points = EvalPoints(trainer, prepared.evaluator(seed=10_000), settings.eval_steps, initial)
+        hinted = getattr(args, "efficient_start_step", None) is not None and args.notion_hint
+        evaluate = prepared.evaluator(seed=10_000, notion_hint_size=args.notion_hint_max_notions if hinted else 0)
+        # The shared initial evaluation has no hinted accuracy: a hinted arm measures its own step 0.
+        points = EvalPoints(trainer, evaluate, settings.eval_steps, None if hinted else initial)
         trainer.add_callback(points)
         trainer.train()
         logs = trainer.state.log_history
@@ -397,8 +400,11 @@ class Prepared:
     heldout: list[str]
     train_problems: list[str]
 
-    def evaluator(self, seed: int):
-        """`model -> metrics` at the study's evaluation settings (one fixed sampling seed for every point and arm)."""
+    def evaluator(self, seed: int, notion_hint_size: int = 0):
+        """`model -> metrics` at the study's evaluation settings (one fixed sampling seed for every point and arm).
+
+        `notion_hint_size` > 0 (an arm trained with notion hints) adds the hinted accuracy (see `evaluate_point`).
+        """
         from masa_trl.demo.warm_start import PromptRenderer
 
         from .evaluate import evaluate_point
@@ -419,6 +425,7 @@ class Prepared:
                 num_solution_samples=num_solution_samples or settings.eval_solution_samples,
                 num_meta_samples=settings.eval_meta_samples,
                 seed=seed,
+                notion_hint_size=notion_hint_size,
             )
 
         return evaluate

@@ -56,6 +56,10 @@ def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
     return pearson(_ranks(xs), _ranks(ys)) if len(xs) >= 2 else math.nan
 
 
+# The per-problem fields of `HeldoutEvaluation`, in problem order.
+_PER_PROBLEM = ("true_pass_rate", "pred_pass_rate", "parse_rate", "pred_length", "true_length", "length_hits")
+
+
 @dataclass
 class HeldoutEvaluation:
     """Per-problem results of one held-out evaluation (NaN where a value is undefined, e.g. no meta sample parsed)."""
@@ -72,6 +76,18 @@ class HeldoutEvaluation:
     num_meta_samples: int
     seconds: float = 0.0
     meta_examples: list[str] = field(default_factory=list)
+
+    @classmethod
+    def empty(cls, problems, cells, num_solution_samples: int, num_meta_samples: int, **kwargs) -> "HeldoutEvaluation":
+        """An evaluation of `problems` with no per-problem result yet; evaluators append one value per problem."""
+        return cls(
+            problems=list(problems),
+            cells=[tuple(cell) for cell in cells],
+            **{name: [] for name in _PER_PROBLEM},
+            num_solution_samples=num_solution_samples,
+            num_meta_samples=num_meta_samples,
+            **kwargs,
+        )
 
     def summary(self) -> dict[str, float]:
         """Aggregate metrics (see the module docstring)."""
@@ -290,17 +306,11 @@ def evaluate_heldout(
     scores = math_accuracy_reward(solution_texts, answer=[a for a in answers for _ in range(num_solution_samples)])
     meta_texts = tokenizer.batch_decode(meta_ids, skip_special_tokens=True)
 
-    result = HeldoutEvaluation(
-        problems=problems,
-        cells=[tuple(cell) for cell in cells],
-        true_pass_rate=[],
-        pred_pass_rate=[],
-        parse_rate=[],
-        pred_length=[],
-        true_length=[],
-        length_hits=[],
-        num_solution_samples=num_solution_samples,
-        num_meta_samples=num_meta_samples,
+    result = HeldoutEvaluation.empty(
+        problems,
+        cells,
+        num_solution_samples,
+        num_meta_samples,
         meta_examples=meta_texts[:: max(1, len(meta_texts) // max(1, num_examples))][:num_examples],
     )
     for i in range(len(problems)):
