@@ -207,14 +207,15 @@ def test_hinted_accuracy_uses_the_trainers_hint_and_pairs_it_with_the_plain_samp
     seen = []
 
     def sampler(model, tok, prompt_ids, *, num_samples, max_new_tokens):
-        # Plain prompts: "4+9" right once in 4, "5" always; hinted: "4+9" always right. "5"'s meta names no notion.
+        # Plain prompts: "4+9" right once in 4, "5" always; hinted: "4+9" always right. "5" is gated as trivial, so
+        # its notion is no hint (as in the trainer's plans).
         out = []
         for ids in prompt_ids:
             prompt = tokenizer.decode(ids)
             seen.append(list(ids))
             if "Predict:" in prompt:
-                notions = ["carry"] if ": 4+9" in prompt else []
-                texts = [format_meta_prediction(notions, 4, 20, reasoning=None)] * num_samples
+                meta = (["carry"], 4, 20) if ": 4+9" in prompt else (["hold"], 8, 5)
+                texts = [format_meta_prediction(*meta, reasoning=None)] * num_samples
             elif ": 4+9" in prompt:
                 right, wrong = "\\boxed{13}", "\\boxed{14}"
                 texts = [right] * num_samples if "Hint:" in prompt else [right] + [wrong] * (num_samples - 1)
@@ -241,6 +242,7 @@ def test_hinted_accuracy_uses_the_trainers_hint_and_pairs_it_with_the_plain_samp
     messages = add_notion_hint([{"role": "user", "content": task.solution_template.format(problem="4+9")}], ["carry"])
     expected = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
     assert list(expected["input_ids"]) in seen
+    assert not any("hold" in tokenizer.decode(ids) for ids in seen if "Predict:" not in tokenizer.decode(ids))
 
 
 # ------------------------------------------------------------------------------------------------ smoke run

@@ -14,7 +14,7 @@ the trainer uses ([`masa_trl.demo.heldout.sample_completions`], the demo's sampl
   training path, with the policy's ordinary sampling, at every evaluation point, whatever the arm;
 - **hinted accuracy** (arms trained with MASA-efficient's notion hints): pass@1 again from K samples, with each
   problem's solution prompt carrying the hint MASA-efficient would append ([`masa_trl.efficient.hint_notions`] of the
-  M predictions), as the trainer builds it. Held-out prompts are otherwise plain, as in any evaluation; the pair tells
+  M predictions; none where the gate would act), as the trainer builds it. Held-out prompts are otherwise plain, as in any evaluation; the pair tells
   a hint that misleads the solver from a policy that learnt to solve hinted prompts only;
 - **task properties**: mean solution and meta lengths, wrong-minus-correct lengths (overall and within a problem),
   and for each notion of the task the share of problems where it would score (found in more correct than incorrect
@@ -130,9 +130,9 @@ def evaluate_point(
         evaluation.pred_length.append(_mean([p.length for p in parsed]))
         evaluation.length_hits.append(math.nan)
         meta_notion.extend(notion_reward(p.notions, solutions, correct, problem) for p in parsed)
-        if notion_hint_size:
-            hints.append(hint_notions(predictions, notion_hint_size))
         verdict = gate_verdict(predictions, pass_rate_scale, gating_std_threshold)
+        if notion_hint_size:  # as `plan_prompts` does: a prompt the gate would take is never hinted
+            hints.append(hint_notions(predictions, notion_hint_size) if verdict is None else ())
         gated.append(verdict is not None)
         zero_variance.append(sum(correct) in (0, K))
         if verdict is None:
@@ -223,7 +223,7 @@ def _sampling(model, seed: int):
 def _hinted_accuracy(
     model, tokenizer, task, problems, hints, plain_pass_rate, render_solution, max_new_tokens, K, seed, sampler
 ) -> dict:
-    """pass@1 with MASA-efficient's hints in the solution prompts (plain where no prediction named a notion).
+    """pass@1 with MASA-efficient's hints in the solution prompts (plain where it gives none: gated, or no notion).
 
     `hint_gain` is the paired difference, hinted minus plain pass rate, over the problems that got a hint.
     """
