@@ -89,6 +89,22 @@ def _arm_entry(arm: str) -> dict:
     return {"label": spec.label, "group": spec.group, "parent": spec.parent, "description": spec.description}
 
 
+def _end_with_study(study_pid: int) -> None:
+    """Pool initializer: the worker gets SIGTERM when the study's process dies (Linux `PR_SET_PDEATHSIG`).
+
+    Without it `kill <study>` leaves its runs going: they keep the cores busy and write the cache with the code they
+    started with. A run stopped this way is simply not cached, and the next study reruns it.
+    """
+    import signal
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != study_pid:  # the study died before the call above took effect
+        os._exit(1)
+
+
 def _worker(job):
     """One run in a fresh process (torch threads, RNG and memory do not leak between runs)."""
     arm, seed, settings, cache_dir, initial, threads, path = job
@@ -244,7 +260,11 @@ def _run_all(todo, settings, cache_dir, initial, path_of, workers: int) -> None:
     else:
         # Not multiprocessing.Pool: its workers are daemons, and the answer reward starts its own verifier processes.
         pool = concurrent.futures.ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            max_tasks_per_child=1,
+            initializer=_end_with_study,
+            initargs=(os.getpid(),),
         )
         results = (
             future.result() for future in concurrent.futures.as_completed([pool.submit(_worker, j) for j in jobs])

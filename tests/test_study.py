@@ -2,7 +2,9 @@
 
 import json
 import random
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -249,7 +251,8 @@ def test_hinted_accuracy_uses_the_trainers_hint_and_pairs_it_with_the_plain_samp
 def test_study_pipeline_end_to_end_and_resumes_from_its_cache(tmp_path, capsys):
     import run_study
 
-    argv = ["--smoke", "--workers", "1", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "report")]
+    # Two workers: the study's own path (spawned, non-daemon processes whose answer reward starts verifier processes).
+    argv = ["--smoke", "--workers", "2", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "report")]
     results = run_study.main(argv)
     assert {run["arm"] for run in results["runs"]} == {"grpo", "masa", "masa_efficient"}
     for run in results["runs"]:
@@ -269,3 +272,50 @@ def test_study_pipeline_end_to_end_and_resumes_from_its_cache(tmp_path, capsys):
     capsys.readouterr()
     run_study.main(argv)  # every run cached: nothing is trained again
     assert "3 of 3 runs cached; 0 to run" in capsys.readouterr().out
+
+
+def _spawned_children(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"spawn_main" in cmdline:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_killing_the_study_ends_its_runs(tmp_path):
+    """`kill <study>` must not leave runs going, busy and writing the cache with the code they started with."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "run_study.py"
+    cache = tmp_path / "cache"
+    study = subprocess.Popen(
+        # 400 steps: far longer than the 30 s allowed below for the runs to end once the study is gone.
+        [sys.executable, str(script), "--smoke", "--max-steps", "400", "--workers", "2", "--cache-dir", str(cache)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while len(workers := _spawned_children(study.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len(workers) == 2, "the study never started its worker processes"
+        time.sleep(10)  # let them start their runs
+        study.terminate()
+        study.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in workers)
+    finally:
+        study.kill()
