@@ -54,10 +54,18 @@ def smoke_settings() -> StudySettings:
     )
 
 
+# Main arms by their measured run time, longest first (MASA + DAPO about 9.5 minutes, GRPO 3.5, with 2 workers). Runs
+# start in plan order, so a short run goes last, when the other worker may already be idle: with 2 workers the quick
+# study's three runs take as long as MASA + GRPO instead of GRPO + MASA-efficient (about 80 s less).
+LONGEST_FIRST = ("masa_dapo", "masa_efficient", "masa_bc", "masa", "dapo", "grpo")
+
+
 def plan_runs(arms: list[str], seeds: int, extra_seeds: int) -> list[tuple[str, int]]:
     """Runs in order of importance: main arms seed by seed, then the ablations, then the extra seeds."""
     # The quick arms first: the start of a full study is then exactly a quick study, and its runs are shared.
-    main = sorted((a for a in arms if ARMS[a].group == "main"), key=lambda a: a not in QUICK_ARMS)
+    main = sorted(
+        (a for a in arms if ARMS[a].group == "main"), key=lambda a: (a not in QUICK_ARMS, LONGEST_FIRST.index(a))
+    )
     ablations = [a for a in arms if ARMS[a].group == "ablation"]
     order = [(arm, seed) for seed in range(seeds) for arm in main]
     order += [(arm, seed) for seed in range(seeds) for arm in ablations]

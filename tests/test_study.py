@@ -13,7 +13,7 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-from study.arms import ARMS, MAIN_ARMS  # noqa: E402
+from study.arms import ARMS, MAIN_ARMS, QUICK_ARMS  # noqa: E402
 from study.task import NOTIONS, Cell, ChainTask  # noqa: E402
 
 
@@ -319,3 +319,16 @@ def test_killing_the_study_ends_its_runs(tmp_path):
         assert not any(_alive(pid) for pid in workers)
     finally:
         study.kill()
+
+
+def test_runs_are_planned_quick_arms_first_longest_first():
+    import run_study
+
+    full = run_study.plan_runs(list(ARMS), seeds=3, extra_seeds=2)
+    quick = run_study.plan_runs(list(QUICK_ARMS), seeds=1, extra_seeds=0)
+    assert quick == [("masa_efficient", 0), ("masa", 0), ("grpo", 0)]  # the short run last
+    assert full[:3] == quick  # a full study starts with exactly the quick study's runs
+    assert len(full) == len(set(full)) == 12 * 3 + 3 * 2
+    first_ablation = next(i for i, (arm, _) in enumerate(full) if ARMS[arm].group == "ablation")
+    assert {seed for _, seed in full[:first_ablation]} == {0, 1, 2}  # every main arm's 3 seeds before any ablation
+    assert full[-6:] == [(arm, seed) for seed in (3, 4) for arm in ("masa_efficient", "masa", "grpo")]

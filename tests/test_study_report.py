@@ -244,3 +244,18 @@ def test_a_claim_with_a_stated_size_holds_only_when_its_interval_reaches_that_si
     assert report.verdict((0.60, 0.80), null=1.0, direction=-1, paper=0.78) == "holds"
     assert report.verdict((0.90, 1.10), null=1.0, direction=-1, paper=0.78) == "within noise"
     assert report.verdict((1.05, 1.10), null=1.0, direction=-1, paper=0.78) == "does not hold"
+
+
+def test_hint_section_pairs_plain_and_hinted_accuracy_per_step(tmp_path):
+    results = make_results()
+    assert "## Notion hints" not in report.make_report(results, tmp_path / "plain").read_text()
+    for run in results["runs"]:
+        if run["arm"] == "masa_efficient":
+            for point in run["points"]:
+                point |= {"accuracy_hinted": point["accuracy"] - 0.1, "hint_gain": -0.1, "hinted_share": 0.9}
+    full = report.make_report(results, tmp_path / "hinted").read_text()
+    assert "](figures/hints.png)" in full and (tmp_path / "hinted" / "figures" / "hints.png").is_file()
+    text = section(full, "Notion hints")
+    assert row_cells(text, "MASA-efficient", "10")[2:] == ["0.760 ± 0.014", "0.660 ± 0.014", "-0.100 ± 0.000",
+                                                         "0.900 ± 0.000"]  # fmt: skip
+    assert "| MASA |" not in text and "| gating only |" not in text  # arms without hints have no rows

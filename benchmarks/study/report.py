@@ -43,9 +43,14 @@ FINAL_COLUMNS = (("pearson", "Pearson"), ("mae", "MAE"), ("length_mae", "length 
                  ("cutoff_share", "cut"), ("cutoff_precision", "cutoff P"),
                  ("train_cutoff_precision", "cutoff P (training)"), ("accuracy_hinted", "hinted accuracy"),
                  ("hint_gain", "hint gain"))  # fmt: skip
+HINT_KEYS = ("accuracy", "accuracy_hinted", "hint_gain", "hinted_share")
 CUTOFF_CAPTION = (
     "Cutoff precision vs step (fig. 3c style): held-out samples the cap would stop, and training "
     "rollouts it stopped, finished off the training path"
+)
+HINTS_CAPTION = (
+    "Held-out accuracy vs step with plain and with hinted solution prompts: MASA-efficient (trained on hinted prompts "
+    "from step k), beside MASA + BC and MASA-efficient without hints"
 )
 # The arms whose policy acts on its predictions: the gating and cutoff figures show these (every arm's held-out
 # evaluation measures what the gate would decide, GRPO's included, as a control in the tables).
@@ -402,6 +407,26 @@ def ablation_section(results: dict, runs: dict[str, list[dict]]) -> str:
     )
 
 
+def hint_section(results: dict, runs: dict[str, list[dict]]) -> str | None:
+    """Plain against hinted held-out accuracy at each point, for the arms trained with notion hints."""
+    rows = []
+    for arm, arm_list in runs.items():
+        points = [p for r in arm_list for p in r["points"]]
+        steps = sorted({p["step"] for p in points if math.isfinite(_num(p.get("accuracy_hinted")))})
+        for step in steps:
+            at = [p for p in points if p["step"] == step]
+            rows.append([label(results, arm), str(step)] + [fmt_pm([_get(p, key) for p in at]) for key in HINT_KEYS])
+    if not rows:
+        return None
+    header = ["arm", "step", "plain accuracy", "hinted accuracy", "hint gain", "hinted share"]
+    return (
+        "## Notion hints\n\nHeld-out accuracy with plain solution prompts (as in any evaluation) and with the hint "
+        "MASA-efficient appends (the notions its own meta predictions name; none where the gate would act). Hint gain "
+        "is the paired difference, hinted minus plain, over the problems that got a hint; mean ± std over seeds.\n\n"
+        + table(header, rows)
+    )
+
+
 # -------------------------------------------------------------------------------------------------------- figures
 def mean_curve(runs: list[dict], x_key: str, y_key: str, num: int = 40) -> tuple | None:
     """Interpolates each run's `y_key` onto a common grid of `x_key` (the range all runs cover); mean and std."""
@@ -506,6 +531,15 @@ def pass_at_k_figure(path: Path, arms: dict[str, list[dict]]) -> bool:
     return _save(plt, fig, path, ax if drawn else None)
 
 
+def hints_figure(path: Path, arms: dict[str, list[dict]]) -> bool:
+    """Plain and hinted held-out accuracy vs step (nothing drawn when no run measured the hinted one)."""
+    if not any(math.isfinite(_get(p, "accuracy_hinted")) for runs in arms.values() for r in runs for p in r["points"]):
+        return False
+    panels = [("step", "accuracy", "step", "accuracy, plain prompts"),
+              ("step", "accuracy_hinted", "step", "accuracy, hinted prompts")]  # fmt: skip
+    return curves_figure(path, arms, panels)
+
+
 def figures_section(results: dict, runs: dict[str, list[dict]], out_dir: Path) -> str:
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -514,6 +548,7 @@ def figures_section(results: dict, runs: dict[str, list[dict]], out_dir: Path) -
     meta = named(a for a in runs if any(math.isfinite(v) for v in final(runs[a], "pearson")))
     gating = named(a for a in runs if a in EFFICIENT_ARMS)
     cutoff = gating
+    hinted = named(a for a in ("masa_bc", "masa_efficient", "efficient_no_hint") if a in runs)
     step = lambda key, name: ("step", key, "step", name)  # noqa: E731
     figures = [
         ("accuracy_vs_cost.png", "Held-out accuracy vs each cost axis (mean ± std over seeds)",
@@ -531,9 +566,10 @@ def figures_section(results: dict, runs: dict[str, list[dict]], out_dir: Path) -
                                              step("train_cutoff_precision", "cutoff precision (training)")])),
         ("pass_at_k.png", "Held-out pass@k at the final point per main arm (mean ± std over seeds)",
          lambda p: pass_at_k_figure(p, main)),
+        ("hints.png", HINTS_CAPTION, lambda p: hints_figure(p, hinted)),
     ]  # fmt: skip
     parts = ["## Figures"]
-    for letter, (name, caption, draw) in zip("abcdefg", figures, strict=True):
+    for letter, (name, caption, draw) in zip("abcdefgh", figures, strict=True):
         if draw(fig_dir / name):
             parts.append(f"![{caption}](figures/{name})\n\n*({letter}) {caption}.*")
     return "\n\n".join(parts)
@@ -567,10 +603,11 @@ def make_report(results: dict, out_dir: str | Path) -> Path:
         headline_section(results, runs),
         final_section(results, runs),
         ablation_section(results, runs),
+        hint_section(results, runs),
         figures_section(results, runs, out_dir),
     ]
     path = out_dir / "REPORT.md"
-    path.write_text("\n\n".join(sections) + "\n")
+    path.write_text("\n\n".join(section for section in sections if section) + "\n")
     return path
 
 
