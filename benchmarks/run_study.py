@@ -85,11 +85,16 @@ def _machine() -> dict:
     return {"cpus": os.cpu_count(), "load": list(os.getloadavg())}
 
 
-def _commit() -> tuple[str, bool]:
+def _commit(out: Path) -> tuple[str, bool]:
+    """The commit and whether tracked files differ from it, the report's own files (under `out`) aside."""
+
     def git(*args):
         return subprocess.run(["git", *args], check=False, cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
-    return git("rev-parse", "--short", "HEAD") or "unknown", bool(git("status", "--porcelain", "--untracked-files=no"))
+    status = ["status", "--porcelain", "--untracked-files=no"]
+    if out.resolve().is_relative_to(ROOT):  # a rebuilt report is not a change of the code that made it
+        status += ["--", ".", f":(exclude){out.resolve().relative_to(ROOT)}"]
+    return git("rev-parse", "--short", "HEAD") or "unknown", bool(git(*status))
 
 
 def _arm_entry(arm: str) -> dict:
@@ -219,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
     for record in records:  # the per-step trainer logs stay in the cache; the report does not use them
         record["train"].pop("logs", None)
     mtimes = [path_of[run].stat().st_mtime for run in done]
-    commit, dirty = _commit()
+    commit, dirty = _commit(out)
     results = {
         "meta": {
             "commit": commit,

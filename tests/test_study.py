@@ -332,3 +332,23 @@ def test_runs_are_planned_quick_arms_first_longest_first():
     first_ablation = next(i for i, (arm, _) in enumerate(full) if ARMS[arm].group == "ablation")
     assert {seed for _, seed in full[:first_ablation]} == {0, 1, 2}  # every main arm's 3 seeds before any ablation
     assert full[-6:] == [(arm, seed) for seed in (3, 4) for arm in ("masa_efficient", "masa", "grpo")]
+
+
+def test_a_rebuilt_report_does_not_make_the_commit_dirty(tmp_path, monkeypatch):
+    import run_study
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "REPORT.md").write_text("old\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    monkeypatch.setattr(run_study, "ROOT", tmp_path)
+    (tmp_path / "results" / "REPORT.md").write_text("rebuilt\n")
+    assert run_study._commit(tmp_path / "results")[1] is False
+    assert run_study._commit(tmp_path / "elsewhere")[1] is True  # the report's own files changed, elsewhere
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert run_study._commit(tmp_path / "results")[1] is True
