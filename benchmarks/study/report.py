@@ -452,8 +452,9 @@ def _pyplot():
     import matplotlib.pyplot as plt
     from cycler import cycler
 
-    # Twelve arms: the default cycle's ten colours would give two arms one colour.
-    plt.rcParams["axes.prop_cycle"] = cycler(color=plt.cm.tab20.colors)
+    # Twelve arms: the default cycle's ten colours would give two arms one colour. tab20 comes in (dark, light) pairs of
+    # one hue: the ten dark ones first, so that the first ten arms get ten different hues.
+    plt.rcParams["axes.prop_cycle"] = cycler(color=plt.cm.tab20.colors[0::2] + plt.cm.tab20.colors[1::2])
     return plt
 
 
@@ -474,13 +475,15 @@ def curves_figure(path: Path, arms: dict[str, list[dict]], panels: list[tuple[st
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
     drawn = False
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (x_key, y_key, x_label, y_label) in zip(axes.flat, panels, strict=False):
-        for name, runs in arms.items():
+        for i, (name, runs) in enumerate(arms.items()):
             curve = mean_curve(runs, x_key, y_key)
-            if curve is not None:
+            if curve is not None:  # an arm keeps its colour in every panel, also where another arm has no curve
                 grid, mean, std = curve
-                ax.plot(grid, mean, label=name, marker="." if len(grid) == 1 else None)
-                ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
+                colour = colours[i % len(colours)]
+                ax.plot(grid, mean, label=name, color=colour, marker="." if len(grid) == 1 else None)
+                ax.fill_between(grid, mean - std, mean + std, color=colour, alpha=0.2)
                 drawn = True
         ax.set_xlabel(x_label, fontsize=8)
         ax.set_ylabel(y_label, fontsize=8)
