@@ -25,7 +25,7 @@ $(STAMP): setup.cfg pyproject.toml
 demo: install
 	$(PY) recipes/masa_demo_cpu.py
 
-# The laptop-scale study (benchmarks/run_study.py): about 3 hours on 2 cores, resumable; study-quick about 25 minutes.
+# The laptop-scale study (benchmarks/run_study.py): about 2.4 hours on 2 cores, resumable; study-quick about 25 minutes.
 study: install
 	$(PY) benchmarks/run_study.py
 
