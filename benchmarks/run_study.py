@@ -1,6 +1,6 @@
 """The laptop-scale study of GRPO, MASA and MASA-efficient: seeds, ablations, and cost in tokens, FLOPs and time.
 
-    python benchmarks/run_study.py            # the whole study (about 3 hours on 2 cores), resumable
+    python benchmarks/run_study.py            # the whole study (about 2.4 hours on 2 cores), resumable
     python benchmarks/run_study.py --quick    # main arms GRPO, MASA, MASA-efficient, one seed (about 25 minutes)
     python benchmarks/run_study.py --report-only   # rebuild the report from the cached runs
 
