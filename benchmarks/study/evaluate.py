@@ -14,8 +14,9 @@ the trainer uses ([`masa_trl.demo.heldout.sample_completions`], the demo's sampl
   training path, with the policy's ordinary sampling, at every evaluation point, whatever the arm;
 - **hinted accuracy** (arms trained with MASA-efficient's notion hints): pass@1 again from K samples, with each
   problem's solution prompt carrying the hint MASA-efficient would append ([`masa_trl.efficient.hint_notions`] of the
-  M predictions; none where the gate would act), as the trainer builds it. Held-out prompts are otherwise plain, as in any evaluation; the pair tells
-  a hint that misleads the solver from a policy that learnt to solve hinted prompts only;
+  M predictions; none where the gate would act), as the trainer builds it. Held-out prompts are otherwise plain, as
+  in any evaluation; the pair tells a hint that misleads the solver from a policy that learnt to solve hinted
+  prompts only;
 - **task properties**: mean solution and meta lengths, wrong-minus-correct lengths (overall and within a problem),
   and for each notion of the task the share of problems where it would score (found in more correct than incorrect
   samples, [`masa_trl.rewards.notion_reward`]).
@@ -76,7 +77,6 @@ def evaluate_point(
             evaluation; `accuracy_hinted`, `hinted_share` and `hint_gain` are then None).
         sampler: replaces [`~masa_trl.demo.heldout.sample_completions`] (tests script outputs with it).
     """
-    from masa_trl.math_reward import math_accuracy_reward
 
     start = time.perf_counter()
     problems = list(problems)
@@ -95,8 +95,7 @@ def evaluate_point(
         )
 
     texts = tokenizer.batch_decode(solution_ids, skip_special_tokens=True)
-    scores = math_accuracy_reward(texts, answer=[task.answer(p) for p in problems for _ in range(K)])
-    correct_all = [s is not None and s >= 1.0 for s in scores]
+    correct_all = _correct(task, problems, texts, K)
     meta_texts = tokenizer.batch_decode(meta_ids, skip_special_tokens=True) if with_meta else None
 
     evaluation = HeldoutEvaluation.empty(
@@ -196,10 +195,23 @@ def evaluate_point(
             metrics[key] = None
         metrics |= {"cutoff_share": None, "cutoff_precision": None, "cutoff_num_cut": None}
         metrics["cutoff_correct_lost"] = None
-    metrics |= _hinted_accuracy(
-        model, tokenizer, task, problems, hints, evaluation.true_pass_rate, render_solution, max_new_tokens, K, seed,
-        sampler,
-    )  # fmt: skip
+    # pass@1 again with MASA-efficient's hints in the solution prompts (plain where it gives none: gated, no notion);
+    # hint_gain is the paired difference, hinted minus plain, over the problems that got a hint.
+    metrics |= {"accuracy_hinted": None, "hinted_share": None, "hint_gain": None}
+    if hints and not any(hints):  # asked, but no prediction named a notion: every prompt is the plain one
+        metrics |= {"accuracy_hinted": metrics["accuracy"], "hinted_share": 0.0}
+    elif hints:
+        hinted = [add_notion_hint(p, h) if h else p for p, h in zip(problems, hints, strict=True)]
+        with _sampling(model, seed + 1):
+            ids = sampler(model, tokenizer, render_solution(hinted), num_samples=K, max_new_tokens=max_new_tokens)
+        correct = _correct(task, problems, tokenizer.batch_decode(ids, skip_special_tokens=True), K)
+        rates = [sum(correct[i * K : (i + 1) * K]) / K for i in range(len(problems))]
+        with_hint = [i for i, h in enumerate(hints) if h]
+        metrics |= {
+            "accuracy_hinted": _mean(rates),
+            "hinted_share": len(with_hint) / len(problems),
+            "hint_gain": _mean([rates[i] - evaluation.true_pass_rate[i] for i in with_hint]),
+        }
     metrics["per_cell"] = _per_cell(task, problems, evaluation, solution_ids, K)
     metrics["seconds"] = time.perf_counter() - start
     return metrics
@@ -220,31 +232,12 @@ def _sampling(model, seed: int):
         model.train(was_training)
 
 
-def _hinted_accuracy(
-    model, tokenizer, task, problems, hints, plain_pass_rate, render_solution, max_new_tokens, K, seed, sampler
-) -> dict:
-    """pass@1 with MASA-efficient's hints in the solution prompts (plain where it gives none: gated, or no notion).
-
-    `hint_gain` is the paired difference, hinted minus plain pass rate, over the problems that got a hint.
-    """
+def _correct(task: ChainTask, problems: Sequence[str], texts: list[str], K: int) -> list[bool]:
+    """Whether each of the K samples per problem (in problem order) boxes the right answer."""
     from masa_trl.math_reward import math_accuracy_reward
 
-    if not hints:  # no hinted evaluation asked
-        return {"accuracy_hinted": None, "hinted_share": None, "hint_gain": None}
-    if not any(hints):  # asked, but no prediction named a notion: every prompt is the plain one
-        return {"accuracy_hinted": _mean(plain_pass_rate), "hinted_share": 0.0, "hint_gain": None}
-    hinted = [add_notion_hint(p, h) if h else p for p, h in zip(problems, hints, strict=True)]
-    with _sampling(model, seed + 1):
-        ids = sampler(model, tokenizer, render_solution(hinted), num_samples=K, max_new_tokens=max_new_tokens)
-    texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
     scores = math_accuracy_reward(texts, answer=[task.answer(p) for p in problems for _ in range(K)])
-    rates = [sum(s is not None and s >= 1.0 for s in scores[i * K : (i + 1) * K]) / K for i in range(len(problems))]
-    with_hint = [i for i, h in enumerate(hints) if h]
-    return {
-        "accuracy_hinted": _mean(rates),
-        "hinted_share": len(with_hint) / len(problems),
-        "hint_gain": _mean([rates[i] - plain_pass_rate[i] for i in with_hint]),
-    }
+    return [s is not None and s >= 1.0 for s in scores]
 
 
 def _per_cell(task: ChainTask, problems, evaluation: HeldoutEvaluation, solution_ids, K: int) -> list[dict]:
