@@ -1,65 +1,216 @@
-"""Does a padded transformers `generate` cost per row or per step? Seconds of one call against its number of rows.
+"""Where MASA-efficient's solution-generation saving goes: one solution call of a step, taken apart.
 
-    python benchmarks/bench_generate_rows.py                       # 6.6M-parameter Qwen3 (hidden 512, 4 layers)
-    python benchmarks/bench_generate_rows.py --hidden-size 64 --num-layers 2   # the tiny model of the tests
+    python benchmarks/bench_generate_rows.py                                 # transformers, 7.0M-parameter Qwen3
+    .venv-vllm/bin/python benchmarks/bench_generate_rows.py --backend vllm   # vLLM colocate (CPU build)
+    python benchmarks/bench_generate_rows.py --hidden-size 64 --num-layers 2 # the tiny model of the tests
 
-Random-init Qwen3 (`masa_trl.tiny_model`), random 40-token prompts, 96 sampled tokens per row (EOS suppressed), one
-torch thread, the median of `--repeats` calls. It also times 48 rows with MASA-efficient's per-row cap
-(`masa_trl.rollout_generation.RowCapStopping`: 16 rows capped at 48 tokens), the stopping rule the trainer adds on
-this backend. `bench_step_cost.py` explains its generation times with these numbers.
+`bench_step_cost.py` measures whole training steps; this benchmark replays only the solution-generation call of one
+step, with the shapes the trainer sends (8 prompts x G = 8 rows; MASA-efficient with 2 of the 8 prompts gated and 2
+cut at half the length, as `bench_step_cost.py`'s defaults script them), through the same mechanism the trainer uses:
+
+- transformers: one padded `generate` of every row that is not gated, with `masa_trl.rollout_generation`'s per-row
+  stopping criterion (`RowCapStopping`) for the capped rows;
+- vLLM: one `LLM.generate`, through `masa_trl.rollout_generation.CappedLLM` (one `SamplingParams` per row).
+
+Scenarios, for each completion length N in `--new-tokens` (every row runs to N tokens or its cap; EOS ignored):
+
+- `masa`: 64 rows, prompts of `--prompt-tokens` tokens (MASA's solution call, = GRPO's);
+- `efficient`: what MASA-efficient sends: 48 rows (2 prompts gated), 16 of them capped at N/2, prompts lengthened by
+  the notion hint (`--hint-tokens`);
+- `efficient, no hint`: the same without the hint's tokens;
+- `gated rows only`: 48 rows, no caps (what leaving the gated rows out saves by itself);
+- `prefill`: 1 new token, for MASA's and MASA-efficient's prompts (the part of a call that does not shrink with
+  shorter completions).
+
+MASA-efficient generates 37.5% fewer solution tokens than MASA in every scenario; issue #14's goal is a saving of
+solution-generation time of at least 0.8 x that (30%). Defaults are the shapes `bench_step_cost.py` measured in the
+trainer: 57-token prompts, 29 more with the hint (its tokenizer spells a notion in many tokens). Prompts are random
+token ids, the same prompt for the G rows of a group (as in training; it matters for vLLM's prefix cache). One torch
+thread; the scenarios are interleaved, `--repeats` times, and the median (with the range) is reported. Results are
+written as JSON under `outputs/bench_generate_rows/`.
 """
 
 import argparse
+import json
+import os
 import statistics
+import sys
 import tempfile
 import time
+from pathlib import Path
+
+
+REPO = Path(__file__).resolve().parents[1]
+PROMPTS, GROUP, GATED, CUT = 8, 8, 2, 2  # prompts per step, rows per prompt, gated prompts, cut prompts
+GOAL_FACTOR = 0.8
+
+
+def scenarios(prompt_tokens: int, hint_tokens: int, new_tokens: int) -> dict[str, dict]:
+    """Scenario name -> (prompt length, number of rows, per-row caps, new tokens)."""
+    kept = PROMPTS - GATED
+    caps = [new_tokens // 2] * (CUT * GROUP) + [None] * ((kept - CUT) * GROUP)
+    return {
+        "masa": dict(prompt=prompt_tokens, rows=PROMPTS * GROUP, caps=None, new=new_tokens),
+        "efficient": dict(prompt=prompt_tokens + hint_tokens, rows=kept * GROUP, caps=caps, new=new_tokens),
+        "efficient, no hint": dict(prompt=prompt_tokens, rows=kept * GROUP, caps=caps, new=new_tokens),
+        "gated rows only": dict(prompt=prompt_tokens, rows=kept * GROUP, caps=None, new=new_tokens),
+        "prefill, masa": dict(prompt=prompt_tokens, rows=PROMPTS * GROUP, caps=None, new=1),
+        "prefill, efficient": dict(prompt=prompt_tokens + hint_tokens, rows=kept * GROUP, caps=None, new=1),
+    }
+
+
+def generated_tokens(scenario: dict) -> int:
+    caps = scenario["caps"] or [None] * scenario["rows"]
+    return sum(scenario["new"] if cap is None else min(cap, scenario["new"]) for cap in caps)
+
+
+def prompt_ids(generator, scenario: dict) -> list[list[int]]:
+    import torch
+
+    groups = scenario["rows"] // GROUP
+    prompts = torch.randint(5, 500, (groups, scenario["prompt"]), generator=generator).tolist()
+    return [ids for ids in prompts for _ in range(GROUP)]
+
+
+class TransformersBackend:
+    def __init__(self, path: str):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        self.torch = torch
+        self.model = AutoModelForCausalLM.from_pretrained(path).eval()
+
+    def generate(self, prompts: list[list[int]], caps, new_tokens: int) -> list[int]:
+        from transformers import StoppingCriteriaList
+
+        from masa_trl.rollout_generation import RowCapStopping
+
+        ids = self.torch.tensor(prompts)  # equal lengths: no padding
+        extra = {} if caps is None else {"stopping_criteria": StoppingCriteriaList([RowCapStopping(caps)])}
+        with self.torch.no_grad():
+            out = self.model.generate(
+                ids, attention_mask=self.torch.ones_like(ids), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                do_sample=True, pad_token_id=0, **extra,
+            )  # fmt: skip
+        # A row stopped by its cap is padded to the longest row; count what the trainer keeps (cut at the cap).
+        return [min(out.size(1) - ids.size(1), cap or new_tokens) for cap in (caps or [None] * len(prompts))]
+
+
+class VLLMBackend:
+    def __init__(self, path: str):
+        from vllm import LLM
+
+        self.llm = LLM(model=path, gpu_memory_utilization=0.3, max_model_len=2048, seed=0)
+
+    def generate(self, prompts: list[list[int]], caps, new_tokens: int) -> list[int]:
+        from vllm import SamplingParams
+
+        from masa_trl.rollout_generation import CappedLLM
+
+        params = SamplingParams(max_tokens=new_tokens, ignore_eos=True, temperature=1.0)
+        llm = self.llm if caps is None else CappedLLM(self.llm, caps)
+        outputs = llm.generate([{"prompt_token_ids": ids} for ids in prompts], params, use_tqdm=False)
+        return [len(output.outputs[0].token_ids) for output in outputs]
+
+
+def run(args) -> dict:
+    import torch
+
+    from masa_trl.tiny_model import build_tiny_model
+
+    torch.set_num_threads(1)
+    generator = torch.Generator().manual_seed(0)
+    with tempfile.TemporaryDirectory() as path:
+        build_tiny_model(
+            path, hidden_size=args.hidden_size, intermediate_size=2 * args.hidden_size, num_hidden_layers=args.num_layers
+        )  # fmt: skip
+        backend = VLLMBackend(path) if args.backend == "vllm" else TransformersBackend(path)
+        plan = {
+            (n, name): scenario
+            for n in args.new_tokens
+            for name, scenario in scenarios(args.prompt_tokens, args.hint_tokens, n).items()
+        }
+        backend.generate(prompt_ids(generator, plan[(args.new_tokens[0], "masa")])[:8], None, 4)  # warm-up
+        seconds = {key: [] for key in plan}
+        for repeat in range(args.repeats):
+            for key, scenario in plan.items():
+                prompts = prompt_ids(generator, scenario)  # fresh prompts: no prefix cached from a previous call
+                start = time.perf_counter()
+                lengths = backend.generate(prompts, scenario["caps"], scenario["new"])
+                seconds[key].append(time.perf_counter() - start)
+                if sum(lengths) != generated_tokens(scenario):
+                    raise RuntimeError(f"{key}: generated {sum(lengths)} tokens, expected {generated_tokens(scenario)}")
+            print(f"repeat {repeat + 1}/{args.repeats} done", file=sys.stderr, flush=True)
+    rows = []
+    for (n, name), scenario in plan.items():
+        rows.append(
+            dict(
+                new_tokens=n, scenario=name, rows=scenario["rows"], prompt_tokens=scenario["prompt"],
+                generated_tokens=generated_tokens(scenario), median_s=statistics.median(seconds[(n, name)]),
+                min_s=min(seconds[(n, name)]), max_s=max(seconds[(n, name)]), seconds=seconds[(n, name)],
+            )
+        )  # fmt: skip
+    return dict(
+        backend=args.backend, hidden_size=args.hidden_size, num_layers=args.num_layers, repeats=args.repeats,
+        prompt_tokens=args.prompt_tokens, hint_tokens=args.hint_tokens, load_end=os.getloadavg(), results=rows,
+    )  # fmt: skip
+
+
+def table(result: dict) -> str:
+    lines = [
+        f"{result['backend']}, hidden {result['hidden_size']}, {result['num_layers']} layers, median of "
+        f"{result['repeats']} (range), load at end {result['load_end'][0]:.1f}",
+        "",
+        "| new tokens | scenario | rows | prompt tokens | generated tokens | seconds | vs masa | time saved |"
+        " tokens saved |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    base = {r["new_tokens"]: r for r in result["results"] if r["scenario"] == "masa"}
+    prefill = {r["new_tokens"]: r for r in result["results"] if r["scenario"] == "prefill, masa"}
+    for r in result["results"]:
+        ref = prefill[r["new_tokens"]] if r["scenario"].startswith("prefill") else base[r["new_tokens"]]
+        ratio = r["median_s"] / ref["median_s"]
+        tokens_saved = 1 - r["generated_tokens"] / ref["generated_tokens"]
+        lines.append(
+            f"| {r['new_tokens']} | {r['scenario']} | {r['rows']} | {r['prompt_tokens']} | {r['generated_tokens']} | "
+            f"{r['median_s']:.2f} ({r['min_s']:.2f}-{r['max_s']:.2f}) | {ratio:.2f} | {1 - ratio:.1%} | "
+            f"{tokens_saved:.1%} |"
+        )
+    lines.append("")
+    for n, ref in base.items():
+        eff = next(r for r in result["results"] if r["new_tokens"] == n and r["scenario"] == "efficient")
+        saved, tokens = 1 - eff["median_s"] / ref["median_s"], 1 - eff["generated_tokens"] / ref["generated_tokens"]
+        share = prefill[n]["median_s"] / ref["median_s"]
+        verdict = "met" if saved >= GOAL_FACTOR * tokens else "not met"
+        lines.append(
+            f"- N = {n}: MASA-efficient saves {saved:.1%} of the solution-generation time for {tokens:.1%} fewer "
+            f"tokens (goal {GOAL_FACTOR * tokens:.1%}: {verdict}); prefill is {share:.0%} of MASA's call."
+        )
+    return "\n".join(lines)
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
     parser.add_argument("--hidden-size", type=int, default=512)
     parser.add_argument("--num-layers", type=int, default=4)
-    parser.add_argument("--new-tokens", type=int, default=96)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--new-tokens", type=int, nargs="+", default=[96, 384])
+    parser.add_argument("--prompt-tokens", type=int, default=57)
+    parser.add_argument("--hint-tokens", type=int, default=29)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out-dir", type=Path, default=REPO / "outputs" / "bench_generate_rows")
     args = parser.parse_args(argv)
-
-    import torch
-    from transformers import AutoModelForCausalLM, StoppingCriteriaList
-
-    from masa_trl.rollout_generation import RowCapStopping
-    from masa_trl.tiny_model import build_tiny_model
-
-    torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as path:
-        build_tiny_model(
-            path,
-            hidden_size=args.hidden_size,
-            intermediate_size=2 * args.hidden_size,
-            num_hidden_layers=args.num_layers,
-        )
-        model = AutoModelForCausalLM.from_pretrained(path).eval()
-    generator = torch.Generator().manual_seed(0)
-
-    def seconds(rows: int, caps=None) -> float:
-        prompts = torch.randint(5, 500, (rows, 40), generator=generator)
-        extra = {} if caps is None else {"stopping_criteria": StoppingCriteriaList([RowCapStopping(caps)])}
-        times = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            with torch.no_grad():
-                model.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=args.new_tokens,
-                               min_new_tokens=args.new_tokens, do_sample=True, pad_token_id=0, **extra)  # fmt: skip
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
-    results = {f"{rows} rows": seconds(rows) for rows in (64, 48, 32)}
-    results["48 rows, 16 capped at 48"] = seconds(48, [48] * 16 + [None] * 32)
-    params = sum(p.numel() for p in model.parameters())
-    print(f"hidden {args.hidden_size}, {args.num_layers} layers ({params / 1e6:.1f}M parameters), "
-          f"{args.new_tokens} new tokens, median of {args.repeats}:")  # fmt: skip
-    for name, value in results.items():
-        print(f"  {name:>26}: {value:.2f} s ({value / results['64 rows']:.2f} of 64 rows)")
-    return results
+    if args.backend == "vllm":
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+    result = run(args)
+    text = table(result)
+    print(text)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    name = f"{args.backend}-h{args.hidden_size}-l{args.num_layers}-{'-'.join(map(str, args.new_tokens))}"
+    (args.out_dir / f"{name}.json").write_text(json.dumps(result, indent=1))
+    (args.out_dir / f"{name}.md").write_text(text + "\n")
+    return result
 
 
 if __name__ == "__main__":
