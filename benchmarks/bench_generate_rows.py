@@ -139,7 +139,9 @@ def run(args) -> dict:
                 lengths = backend.generate(prompts, scenario["caps"], scenario["new"])
                 seconds[key].append(time.perf_counter() - start)
                 if sum(lengths) != generated_tokens(scenario):
-                    raise RuntimeError(f"{key}: generated {sum(lengths)} tokens, expected {generated_tokens(scenario)}")
+                    raise RuntimeError(
+                        f"{key}: generated {sum(lengths)} tokens, expected {generated_tokens(scenario)}"
+                    )
             print(f"repeat {repeat + 1}/{args.repeats} done", file=sys.stderr, flush=True)
     rows = []
     for (n, name), scenario in plan.items():
@@ -158,11 +160,12 @@ def run(args) -> dict:
 
 def table(result: dict) -> str:
     lines = [
-        f"{result['backend']}, hidden {result['hidden_size']}, {result['num_layers']} layers, median of "
-        f"{result['repeats']} (range), load at end {result['load_end'][0]:.1f}",
+        (
+            f"{result['backend']}, hidden {result['hidden_size']}, {result['num_layers']} layers, median of "
+            f"{result['repeats']} (range), load at end {result['load_end'][0]:.1f}"
+        ),
         "",
-        "| new tokens | scenario | rows | prompt tokens | generated tokens | seconds | vs masa | time saved |"
-        " tokens saved |",
+        "| new tokens | scenario | rows | prompt tokens | generated tokens | seconds | vs masa | time saved | tokens saved |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     base = {r["new_tokens"]: r for r in result["results"] if r["scenario"] == "masa"}
