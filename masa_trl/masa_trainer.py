@@ -193,12 +193,6 @@ class MASAGRPOTrainer(GRPOTrainer):
         # stays in `last_rollout_batch` for inspection.
         self._batch: _RolloutBatch | None = None
         self.last_rollout_batch: _RolloutBatch | None = None
-        if args.use_transformers_continuous_batching and args.efficient_start_step is not None and args.cutoff_factor:
-            logger.warning(
-                "transformers continuous batching takes one max_new_tokens per call, so MASA-efficient's early cutoff "
-                "cuts capped rows after generating them to max_completion_length: it saves no generation time. The "
-                "padded transformers backend (use_transformers_continuous_batching=False) stops each row at its cap."
-            )
         # The collaborators below hold a weak proxy of the trainer, not the trainer: vLLM freezes the garbage collector
         # when its engine starts (gc.freeze), so a reference cycle through the trainer would never be collected and
         # would keep the model and the vLLM engine alive after the trainer is dropped (e.g. a second run in a notebook).

@@ -9,6 +9,8 @@ backend object it uses:
 
 * transformers (`generate`): a stopping criterion stops each row at its own cap within the one padded call; the
   skipped rows are left out of the call;
+* transformers continuous batching (`generate_batch`): each request gets its own `max_new_tokens`, so a capped row
+  leaves the batch at its cap;
 * vLLM colocate (`vllm_generation.llm`): one `SamplingParams` per request, each with its own `max_tokens`;
 * vLLM server (`vllm_generation.vllm_client`, main process): the rows are regrouped into one request per group size
   and cap, all in flight at once, each prompt sent once with its own `n`; a failed or slow request ends the step
@@ -18,6 +20,7 @@ Every process makes the same calls whatever its rows are (FSDP and ZeRO-3 gather
 with nothing to generate still generates one throw-away token.
 """
 
+import functools
 import threading
 import time
 from collections import defaultdict
@@ -76,12 +79,21 @@ class RolloutGenerator:
         trl_generate: TRL's `_generate_single_turn(prompt_ids, None, {}, num_generations)` of the trainer.
         eos_token_id: the token of a skipped row's placeholder.
         unwrapped_model: returns the model TRL generates with (`accelerator.unwrap_model(model_wrapped)`).
+        continuous_batching: TRL generates with `generate_batch` (`use_transformers_continuous_batching`) instead of
+            a padded `generate`; the caps then go to its requests (`request_caps`) instead of a stopping criterion.
     """
 
-    def __init__(self, trl_generate: TRLGenerate, eos_token_id: int, unwrapped_model: Callable | None = None):
+    def __init__(
+        self,
+        trl_generate: TRLGenerate,
+        eos_token_id: int,
+        unwrapped_model: Callable | None = None,
+        continuous_batching: bool = False,
+    ):
         self.trl_generate = trl_generate
         self.eos_token_id = eos_token_id
         self.unwrapped_model = unwrapped_model
+        self.continuous_batching = continuous_batching
 
     def generate(self, rows: list[RowRequest]) -> Generated:
         """Generate every row that is not skipped in one call; each row stops at (and is cut to) its cap."""
@@ -104,7 +116,8 @@ class RolloutGenerator:
     def _generate(self, rows: list[RowRequest], caps: list[int | None]):
         prompt_ids = [row.prompt_ids for row in rows]
         limited = any(cap is not None for cap in caps) and self.unwrapped_model is not None
-        with row_caps(self.unwrapped_model(), caps) if limited else nullcontext():
+        limit = request_caps if self.continuous_batching else row_caps
+        with limit(self.unwrapped_model(), caps) if limited else nullcontext():
             return self.trl_generate(prompt_ids, 1)
 
 
@@ -157,7 +170,10 @@ def make_generator(trainer, trl_generate: TRLGenerate) -> RolloutGenerator:
     eos = trainer.eos_token_ids[0]
     if not trainer.use_vllm:
         return RolloutGenerator(
-            trl_generate, eos, unwrapped_model=lambda: trainer.accelerator.unwrap_model(trainer.model_wrapped)
+            trl_generate,
+            eos,
+            unwrapped_model=lambda: trainer.accelerator.unwrap_model(trainer.model_wrapped),
+            continuous_batching=trainer.use_transformers_continuous_batching,
         )
     if trainer.vllm_mode == "server":
         return ServerGenerator(
@@ -211,6 +227,59 @@ def row_caps(model, caps: list[int | None]):
             model.generate = original
         else:
             del model.generate
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# transformers continuous batching: one max_new_tokens per request
+
+
+@contextmanager
+def request_caps(model, caps: list[int | None]):
+    """Give the requests of `model.generate_batch` one `max_new_tokens` each (TRL's continuous-batching path calls
+    `unwrapped_model.generate_batch`, which takes one for the whole call).
+
+    `generate_batch` opens its manager with `model.continuous_batching_context_manager` and submits the prompts with
+    `manager.add_requests`; for the duration, that manager's `add_requests` submits each prompt with its own cap. A
+    capped row then finishes at its cap and leaves the batch, freeing its slot and cache blocks for the other rows.
+    """
+    had_own = "continuous_batching_context_manager" in vars(model)
+    original = model.continuous_batching_context_manager
+
+    @contextmanager
+    def capped_manager(*args, **kwargs):
+        with original(*args, **kwargs) as manager:
+            # The manager may be a cached, persistent one: the caps must not outlive this call.
+            manager.add_requests = functools.partial(add_capped_requests, manager.add_requests, caps)
+            try:
+                yield manager
+            finally:
+                del manager.add_requests
+
+    model.continuous_batching_context_manager = capped_manager
+    try:
+        yield
+    finally:
+        if had_own:
+            model.continuous_batching_context_manager = original
+        else:
+            del model.continuous_batching_context_manager
+
+
+def add_capped_requests(add_requests, caps: list[int | None], inputs, max_new_tokens=None, **kwargs) -> list[str]:
+    """`ContinuousBatchingManager.add_requests` with request i capped at `min(caps[i], max_new_tokens)`: one call per
+    distinct cap, the request ids returned in the order of `inputs` (the order `generate_batch` returns results in)."""
+    if len(inputs) != len(caps):
+        raise RuntimeError(f"{len(inputs)} prompts were submitted for {len(caps)} capped rows.")
+    rows_by_limit = defaultdict(list)
+    for row, cap in enumerate(caps):
+        limit = max_new_tokens if cap is None else cap if max_new_tokens is None else min(cap, max_new_tokens)
+        rows_by_limit[limit].append(row)
+    request_ids = [None] * len(inputs)
+    for limit, rows in rows_by_limit.items():
+        submitted = add_requests([inputs[row] for row in rows], max_new_tokens=limit, **kwargs)
+        for row, request_id in zip(rows, submitted, strict=True):
+            request_ids[row] = request_id
+    return request_ids
 
 
 # ---------------------------------------------------------------------------------------------------------------

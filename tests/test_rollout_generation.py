@@ -1,5 +1,6 @@
 """The row layout and the per-backend generators of masa_trl.rollout_generation, and one generation call per step."""
 
+import contextlib
 import time
 
 import pytest
@@ -17,6 +18,8 @@ from masa_trl.rollout_generation import (
     RolloutGenerator,
     RowRequest,
     ServerGenerator,
+    add_capped_requests,
+    request_caps,
     row_caps,
 )
 
@@ -109,6 +112,101 @@ class TestRowCaps:
                 input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=7, eos_token_id=[]
             )
         assert out.size(1) == 2 + 7
+
+
+class FakeManager:
+    """Stands in for transformers' `ContinuousBatchingManager`: records each `add_requests` call."""
+
+    def __init__(self):
+        self.calls, self.counter = [], 0
+
+    def add_requests(self, inputs, max_new_tokens=None, **kwargs):
+        self.calls.append(([p[0] for p in inputs], max_new_tokens, kwargs))
+        ids = [f"req_{self.counter + i}" for i in range(len(inputs))]
+        self.counter += len(inputs)
+        return ids
+
+
+class FakeCBModel:
+    """`generate_batch` as transformers writes it: open the manager, submit through `add_requests`, keep the ids."""
+
+    def __init__(self):
+        self.manager = FakeManager()
+
+    @contextlib.contextmanager
+    def continuous_batching_context_manager(self, **kwargs):
+        yield self.manager
+
+    def generate_batch(self, inputs, max_new_tokens=8):
+        with self.continuous_batching_context_manager(block=True) as manager:
+            return manager.add_requests(inputs=inputs, max_new_tokens=max_new_tokens, record_timestamps=False)
+
+
+class TestRequestCaps:
+    def test_each_request_gets_its_cap_and_ids_keep_the_input_order(self):
+        manager = FakeManager()
+        ids = add_capped_requests(manager.add_requests, [3, None, 3, 20], [[1], [2], [3], [4]], max_new_tokens=8, x=1)
+        # One submission per distinct limit; a cap above max_new_tokens is max_new_tokens; None is max_new_tokens.
+        assert manager.calls == [([1, 3], 3, {"x": 1}), ([2, 4], 8, {"x": 1})]
+        assert ids == ["req_0", "req_2", "req_1", "req_3"]  # in input order, whatever the submission order
+
+    def test_a_count_mismatch_is_an_error(self):
+        with pytest.raises(RuntimeError, match="3 prompts were submitted for 2 capped rows"):
+            add_capped_requests(FakeManager().add_requests, [1, 2], [[1], [2], [3]], max_new_tokens=8)
+
+    def test_generate_batch_submits_capped_requests_only_within_the_context(self):
+        model = FakeCBModel()
+        with request_caps(model, [2, None]):
+            assert model.generate_batch([[5], [6]]) == ["req_0", "req_1"]
+            assert "add_requests" not in vars(model.manager)  # a cached manager does not keep the caps
+        assert model.manager.calls[:2] == [
+            ([5], 2, {"record_timestamps": False}),
+            ([6], 8, {"record_timestamps": False}),
+        ]
+        assert "continuous_batching_context_manager" not in vars(model)  # the patch is gone afterwards
+        model.generate_batch([[7], [8]])
+        assert model.manager.calls[2] == ([7, 8], 8, {"record_timestamps": False})
+
+    def test_rows_stop_at_their_caps_in_real_continuous_batching(self, tiny_model_dir):
+        from transformers import GenerationConfig
+
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+        # Greedy, and no EOS (-1 disables it), so only the caps stop a row.
+        config = GenerationConfig(max_new_tokens=12, do_sample=False, eos_token_id=-1, pad_token_id=0)
+        prompts = [[5, 6, 7], [8, 9, 10], [11, 12, 13]]
+        # Each call costs seconds on a CPU whatever its size (the manager's thread); warm-up would add more.
+        free = model.generate_batch(prompts, generation_config=config, progress_bar=False, warmup=False)
+        with request_caps(model, [4, None, 7]):
+            capped = model.generate_batch(prompts, generation_config=config, progress_bar=False, warmup=False)
+        free_ids = [out.generated_tokens for out in free.values()]
+        capped_ids = [out.generated_tokens for out in capped.values()]
+        assert [len(ids) for ids in free_ids] == [12, 12, 12]
+        assert [len(ids) for ids in capped_ids] == [4, 12, 7]
+        for row, cap in enumerate([4, 12, 7]):
+            assert capped_ids[row] == free_ids[row][:cap]
+
+    @pytest.mark.parametrize("continuous", [False, True])
+    def test_the_trainer_picks_the_caps_of_its_backend(self, tiny_model_dir, tmp_path, continuous):
+        args = make_config(tmp_path, efficient_start_step=0, use_transformers_continuous_batching=continuous)
+        trainer = MASAGRPOTrainer(
+            model=str(tiny_model_dir),
+            reward_funcs=[lambda **kw: [0.0]],
+            args=args,
+            train_dataset=masa_dataset(PROBLEMS),
+        )
+        assert trainer._rollout_generator.continuous_batching is continuous
+
+    def test_the_trainer_generator_caps_requests_under_continuous_batching(self):
+        model = FakeCBModel()
+
+        def trl_generate(prompt_ids, n):  # TRL's continuous-batching path: generate_batch on the unwrapped model
+            model.generate_batch(prompt_ids)
+            return [[1] * 8 for _ in prompt_ids], None
+
+        generator = RolloutGenerator(trl_generate, EOS, unwrapped_model=lambda: model, continuous_batching=True)
+        out = generator.generate([RowRequest([1], SOLUTION, 0, cap=3), RowRequest([2], SOLUTION, 0)])
+        assert model.manager.calls == [([1], 3, {"record_timestamps": False}), ([2], 8, {"record_timestamps": False})]
+        assert out.completion_ids == [[1] * 3, [1] * 8]
 
 
 class FakeClient:

@@ -19,7 +19,7 @@ from trl.generation.vllm_generation import VLLMGeneration
 from trl.trainer.utils import add_fused_lm_head
 
 from masa_trl import MASAGRPOTrainer
-from masa_trl.rollout_generation import CappedLLM, GroupedClient
+from masa_trl.rollout_generation import CappedLLM, GroupedClient, add_capped_requests
 
 
 # Private methods MASA overrides or calls, and the exact signatures it was written against.
@@ -380,10 +380,11 @@ def test_vllm_wrapper_checks_fail_on_drift(check, old, new):
         check(_parse(source.replace(old, new, 1)))
 
 
-def _check_transformers_generate(trees: dict[str, ast.Module]) -> None:
-    """row_caps patches `generate` on `accelerator.unwrap_model(trainer.model_wrapped)` around `_generate_single_turn`:
-    TRL's transformers path must call `generate` on the model that `unwrap_model_for_generation(self.model_wrapped)`
-    yields, with keywords only (the stopping criterion is added as one)."""
+def _check_transformers_generate(trees: dict[str, ast.Module], method: str = "generate") -> None:
+    """row_caps patches `generate` (request_caps: `generate_batch`'s manager) on
+    `accelerator.unwrap_model(trainer.model_wrapped)` around `_generate_single_turn`: TRL's transformers path must call
+    `method` on the model that `unwrap_model_for_generation(self.model_wrapped)` yields, without a stopping criterion of
+    its own (row_caps adds one)."""
     calls = []
     for tree in trees.values():
         for node in ast.walk(tree):
@@ -398,8 +399,8 @@ def _check_transformers_generate(trees: dict[str, ast.Module]) -> None:
                     and isinstance(item.optional_vars, ast.Name)
                 ):
                     name = item.optional_vars.id
-                    calls += [c for c in ast.walk(node) if _is_call_to(c, f"{name}.generate")]
-    assert calls, f"no `<unwrap_model_for_generation(self.model_wrapped)>.generate(...)` call in {sorted(trees)}"
+                    calls += [c for c in ast.walk(node) if _is_call_to(c, f"{name}.{method}")]
+    assert calls, f"no `<unwrap_model_for_generation(self.model_wrapped)>.{method}(...)` call in {sorted(trees)}"
     for call in calls:
         assert "stopping_criteria" not in {k.arg for k in call.keywords}, ast.unparse(call)
 
@@ -417,11 +418,84 @@ def _check_unwrapped_model(tree) -> None:
         assert assigned.get(value, value) == "accelerator.unwrap_model(model)", f"yields {value}"
 
 
-def test_transformers_generation_calls_generate_on_the_model_row_caps_patches():
+@pytest.mark.parametrize("method", ["generate", "generate_batch"])
+def test_transformers_generation_calls_generate_on_the_model_row_caps_patches(method):
     from trl.models import utils
 
-    _check_transformers_generate(_reachable_methods(GRPOTrainer, ("_generate_single_turn",)))
+    _check_transformers_generate(_reachable_methods(GRPOTrainer, ("_generate_single_turn",)), method)
     _check_unwrapped_model(_parse(inspect.getsource(utils._unwrap_model_for_generation)))
+
+
+def _check_generate_batch(tree: ast.Module) -> None:
+    """request_caps replaces `add_requests` on the manager that `generate_batch` opens with
+    `self.continuous_batching_context_manager(...)`: `generate_batch` must submit its prompts through that manager's
+    `add_requests`, with arguments `add_capped_requests` accepts, and use the request ids it returns."""
+    opened = {
+        node.targets[0].id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign)
+        and isinstance(node.targets[0], ast.Name)
+        and _is_call_to(node.value, "self.continuous_batching_context_manager")
+    }
+    managers = [
+        item.optional_vars.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.With)
+        for item in node.items
+        if isinstance(item.optional_vars, ast.Name)
+        and (
+            (isinstance(item.context_expr, ast.Name) and item.context_expr.id in opened)
+            or _is_call_to(item.context_expr, "self.continuous_batching_context_manager")
+        )
+    ]
+    assert managers, "generate_batch no longer opens self.continuous_batching_context_manager(...) in a `with`"
+    calls = [node for node in ast.walk(tree) for name in managers if _is_call_to(node, f"{name}.add_requests")]
+    assert calls, f"generate_batch no longer calls {managers[0]}.add_requests(...): per-request caps are bypassed"
+    signature = inspect.signature(functools.partial(add_capped_requests, None, None))
+    for call in calls:
+        assert not any(isinstance(arg, ast.Starred) for arg in call.args), ast.unparse(call)
+        try:
+            bound = signature.bind(*call.args, **{k.arg: k.value for k in call.keywords if k.arg is not None})
+        except TypeError as error:
+            raise AssertionError(f"`{ast.unparse(call)}` no longer fits add_capped_requests: {error}") from error
+        # The call's own limit is what a cap is compared with: it must arrive as `max_new_tokens`, not in **kwargs.
+        assert "max_new_tokens" in bound.arguments, f"`{ast.unparse(call)}` passes no max_new_tokens"
+    assigned = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign)
+        and any(node.value is call for call in calls)
+        and isinstance(node.targets[0], ast.Name)
+    ]
+    assert assigned, "generate_batch drops the request ids add_requests returns (results are ordered by them)"
+
+
+def _generate_batch_source() -> str:
+    from transformers.generation.continuous_batching.continuous_api import ContinuousMixin
+
+    return inspect.getsource(ContinuousMixin.generate_batch)
+
+
+def test_generate_batch_submits_through_the_manager_request_caps_patches():
+    _check_generate_batch(_parse(_generate_batch_source()))
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("manager.add_requests(", "manager.add_many("),
+        ("request_ids = manager.add_requests(", "manager.add_requests("),
+        ("inputs=inputs, max_new_tokens=max_new_tokens", "inputs=inputs, max_tokens=max_new_tokens"),
+        ("self.continuous_batching_context_manager(", "self.open_manager("),
+    ],
+    ids=["other-method", "ids-dropped", "renamed-keyword", "other-manager"],
+)
+def test_generate_batch_check_fails_on_drift(old, new):
+    # Negative control: the check, run on `generate_batch` with one plausible transformers change, must fail.
+    source = _generate_batch_source()
+    assert source.count(old) >= 1, old
+    with pytest.raises(AssertionError):
+        _check_generate_batch(_parse(source.replace(old, new)))
 
 
 @pytest.mark.parametrize(
@@ -441,6 +515,15 @@ def test_transformers_generate_check_fails_on_drift(old, new):
     reachable["GRPOTrainer._generate_single_turn"] = _parse(source.replace(old, new))
     with pytest.raises(AssertionError):
         _check_transformers_generate(reachable)
+
+
+def test_generate_batch_call_check_fails_on_drift():
+    reachable = dict(_reachable_methods(GRPOTrainer, ("_generate_single_turn",)))
+    source = textwrap.dedent(inspect.getsource(GRPOTrainer._generate_single_turn))
+    assert "unwrapped_model.generate_batch(" in source
+    reachable["GRPOTrainer._generate_single_turn"] = _parse(source.replace("unwrapped_model.generate_batch(", "x.b("))
+    with pytest.raises(AssertionError):
+        _check_transformers_generate(reachable, "generate_batch")
 
 
 def test_unwrapped_model_check_fails_on_drift():
