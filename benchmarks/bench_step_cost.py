@@ -45,7 +45,10 @@ How the split is measured (timers installed by this script on the trainer instan
 
 Fixed lengths. A random model rarely writes EOS, so without help every row runs to `max_completion_length`. Here
 every solution row is exactly `--solution-length` tokens and every meta row exactly `--meta-length` tokens (defaults
-96 and 36: ratio 0.375, the paper's 2293/6251 = 0.37), unless MASA-efficient caps a row shorter:
+96 and 36: ratio 0.375, the paper's 2293/6251 = 0.37), unless MASA-efficient caps a row shorter. With
+`--length-tail` the G solution rows of a group get G different lengths instead, long-tailed around the same mean
+(`Settings.solution_lengths`; 33 to 207 tokens for the default 96): real rollouts of one prompt differ in length, and
+the paper's parallel generation counts on the meta rollouts running while a group's longest solutions finish.
 
 - transformers: `trainer.model.generate` is wrapped to add a `LogitsProcessor` that, per row, forbids EOS until the
   row's length minus one and then forces EOS; the row's kind comes from its prompt (a meta prompt contains
@@ -94,6 +97,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import math
 import os
 import re
 import statistics
@@ -166,6 +170,26 @@ class Settings:
     learning_rate: float = 1e-5
     threads: int = 1
     vllm_max_num_seqs: int | None = None  # None: TRL's choice (per_device_train_batch_size x steps_per_generation)
+    length_tail: bool = False  # solution lengths vary within a group (mean solution_length, long right tail)
+
+    @property
+    def solution_lengths(self) -> list[int]:
+        """The fixed length of the j-th solution row of every group.
+
+        With `length_tail`, the G lengths are quantiles of a log-normal (sigma 0.6) scaled to mean `solution_length`
+        (for G = 8: 0.34x to 2.16x), so that a group, like real reasoning rollouts, has a long right tail; the
+        meta/solution token ratio is unchanged.
+        """
+        if not self.length_tail:
+            return [self.solution_length] * self.generations
+        quantiles = [statistics.NormalDist().inv_cdf((j + 0.5) / self.generations) for j in range(self.generations)]
+        weights = [math.exp(0.6 * z) for z in quantiles]
+        mean = sum(weights) / len(weights)
+        return [max(1, round(self.solution_length * w / mean)) for w in weights]
+
+    @property
+    def max_solution_length(self) -> int:
+        return max(self.solution_lengths)
 
     @property
     def num_gated(self) -> int:
@@ -251,8 +275,17 @@ class MetaScript:
             self._kinds[key] = ("meta" if "</meta>" in text else "solution", int(match.group(1)))
         return self._kinds[key]
 
-    def target_length(self, kind: str) -> int:
-        return self.settings.meta_length if kind == "meta" else self.settings.solution_length
+    def target_lengths(self, rows: list[tuple[str, int]]) -> list[int]:
+        """The fixed length of each row of one generation call: the meta length, or the solution length of the row's
+        place in its group (rows of one problem are its group's samples, in order)."""
+        seen, lengths = defaultdict(int), []
+        for kind, problem in rows:
+            if kind == "meta":
+                lengths.append(self.settings.meta_length)
+            else:
+                lengths.append(self.settings.solution_lengths[seen[problem] % self.settings.generations])
+                seen[problem] += 1
+        return lengths
 
     def prediction(self, problem_index: int) -> tuple[int, int]:
         """(pass rate of 8, predicted length) of the next meta rollout of this problem."""
@@ -334,7 +367,7 @@ def install_fixed_length_generate(trainer, script, clock: Clock, rewrite) -> Non
             script.classify(ids[mask.bool()].tolist()) for ids, mask in zip(input_ids, attention_mask, strict=True)
         ]
         width = input_ids.shape[1]
-        processor = FixedLengthProcessor([script.target_length(kind) for kind, _ in rows], width, eos_ids)
+        processor = FixedLengthProcessor(script.target_lengths(rows), width, eos_ids)
         kwargs["logits_processor"] = LogitsProcessorList([*(kwargs.get("logits_processor") or []), processor])
         kinds = {kind for kind, _ in rows}
         phase = kinds.pop() if len(kinds) == 1 else "joint"
@@ -381,9 +414,9 @@ class FixedLengthLLM:
         params = sampling_params if isinstance(sampling_params, list) else [sampling_params] * len(prompts)
         rows = [self._script.classify(prompt["prompt_token_ids"]) for prompt in prompts]
         per_request = []
-        for (kind, _), given in zip(rows, params, strict=True):
+        for target, given in zip(self._script.target_lengths(rows), params, strict=True):
             request = given.clone()
-            request.max_tokens = min(given.max_tokens, self._script.target_length(kind))
+            request.max_tokens = min(given.max_tokens, target)
             request.min_tokens = request.max_tokens
             per_request.append(request)
         kinds = {kind for kind, _ in rows}
@@ -480,7 +513,7 @@ def training_args(method: str, backend: str, seed: int, settings: Settings, outp
         gradient_accumulation_steps=1,
         num_generations=settings.generations,
         num_meta_generations=settings.meta_generations,
-        max_completion_length=settings.solution_length,
+        max_completion_length=settings.max_solution_length,
         meta_min_length=min(8, settings.cut_length),
         max_steps=settings.steps + settings.warmup,
         learning_rate=settings.learning_rate,
@@ -542,7 +575,7 @@ def run_method(backend: str, method: str, seed: int, settings: Settings, cache_d
             model=str(path), reward_funcs=[math_accuracy_reward], args=args, train_dataset=make_dataset(settings)
         )
         setup_s = time.perf_counter() - start
-        script = MetaScript(AutoTokenizer.from_pretrained(path), settings, settings.solution_length)
+        script = MetaScript(AutoTokenizer.from_pretrained(path), settings, settings.max_solution_length)
         engine = {}
         if backend == "vllm":
             engine = vllm_engine_settings(trainer.vllm_generation.llm)
@@ -849,7 +882,9 @@ def report(results: dict, settings: Settings) -> tuple[str, dict]:
     seeds = sorted({run["seed"] for runs in results.values() for m in runs.values() for run in m})
     out.append(
         f"{settings.prompts} prompts x G={settings.generations} solution + M={settings.meta_generations} meta rollouts "
-        f"per step; solution {settings.solution_length} tokens, meta {settings.meta_length} tokens (meta/solution "
+        f"per step; solution {settings.solution_length} tokens"
+        + (f" on average (long-tailed within each group: {settings.solution_lengths})" if settings.length_tail else "")
+        + f", meta {settings.meta_length} tokens (meta/solution "
         f"{settings.meta_length / settings.solution_length:.3f}; paper 2293/6251 = 0.367); MASA-efficient plan per "
         f"step: {settings.num_gated}/{settings.prompts} gated, {settings.num_cut}/{settings.prompts} predicted "
         f"{settings.cut_length} tokens (cut); tiny Qwen3 hidden {settings.hidden_size}, {settings.num_layers} layers, "
@@ -929,6 +964,12 @@ def parse_args(argv=None):
     )
     parser.add_argument("--solution-length", type=int, help=f"tokens per solution row ({defaults.solution_length})")
     parser.add_argument("--meta-length", type=int, help=f"tokens per meta row ({defaults.meta_length})")
+    parser.add_argument(
+        "--length-tail",
+        action="store_true",
+        default=None,
+        help="solution lengths vary within each group, long-tailed around --solution-length (see Settings)",
+    )
     parser.add_argument("--cut-length", type=int, help=f"predicted length of the cut prompts ({defaults.cut_length})")
     parser.add_argument("--gated-share", type=float, help=f"share of gated prompts ({defaults.gated_share})")
     parser.add_argument("--cut-share", type=float, help=f"share of cut prompts ({defaults.cut_share})")

@@ -38,3 +38,20 @@ def test_transformers_backend_reports_every_method(tmp_path, capsys):
     # A second run with the same settings reads the cached results instead of training again.
     bench.main(argv + ["--prompts", "2", "--generations", "2", "--meta-generations", "2", "--methods", "grpo"])
     assert "(cached)" in capsys.readouterr().out
+
+
+def test_length_tail_keeps_the_mean_and_assigns_lengths_by_place_in_the_group():
+    import types
+
+    bench = load_benchmark()
+    settings = bench.Settings(length_tail=True)
+    lengths = settings.solution_lengths
+    assert len(lengths) == settings.generations and lengths == sorted(lengths)
+    assert abs(sum(lengths) / len(lengths) - settings.solution_length) < 1  # meta/solution token ratio unchanged
+    assert lengths[-1] > 2 * settings.solution_length > 4 * lengths[0]  # a long right tail
+    assert settings.max_solution_length == lengths[-1]
+    assert bench.Settings().solution_lengths == [96] * 8  # fixed lengths by default
+
+    script = bench.MetaScript(types.SimpleNamespace(eos_token_id=0), settings, settings.max_solution_length)
+    rows = [("solution", 3), ("meta", 3), ("solution", 5), ("solution", 3), ("meta", 5)]
+    assert script.target_lengths(rows) == [lengths[0], settings.meta_length, lengths[0], lengths[1], 36]
