@@ -45,11 +45,23 @@ PROMPTS, GROUP, GATED, CUT = 8, 8, 2, 2  # prompts per step, rows per prompt, ga
 GOAL_FACTOR = 0.8
 
 
-def scenarios(prompt_tokens: int, hint_tokens: int, new_tokens: int) -> dict[str, dict]:
-    """Scenario name -> (prompt length, number of rows, per-row caps, new tokens)."""
+META_PROMPT, META_PREFIX, META_RATIO = 423, 380, 0.375  # the trainer's meta prompt: tokens, shared instruction
+
+
+def scenarios(prompt_tokens: int, hint_tokens: int, new_tokens: int, with_meta: bool = False) -> dict[str, dict]:
+    """Scenario name -> prompt length, number of solution rows, their caps, new tokens, and (`meta_rows`) meta rows
+    added to the same call."""
     kept = PROMPTS - GATED
     caps = [new_tokens // 2] * (CUT * GROUP) + [None] * ((kept - CUT) * GROUP)
-    return {
+    meta = {}
+    if with_meta:
+        meta_new = round(META_RATIO * new_tokens)
+        meta = {
+            "meta only": dict(prompt=prompt_tokens, rows=0, caps=None, new=meta_new, meta_rows=PROMPTS * GROUP),
+            "masa, one call": dict(prompt=prompt_tokens, rows=PROMPTS * GROUP, caps=None, new=new_tokens,
+                                   meta_rows=PROMPTS * GROUP, meta_new=meta_new),
+        }  # fmt: skip
+    return meta | {
         "masa": dict(prompt=prompt_tokens, rows=PROMPTS * GROUP, caps=None, new=new_tokens),
         "efficient": dict(prompt=prompt_tokens + hint_tokens, rows=kept * GROUP, caps=caps, new=new_tokens),
         "efficient, no hint": dict(prompt=prompt_tokens, rows=kept * GROUP, caps=caps, new=new_tokens),
@@ -59,17 +71,33 @@ def scenarios(prompt_tokens: int, hint_tokens: int, new_tokens: int) -> dict[str
     }
 
 
+def row_caps(scenario: dict) -> list[int | None] | None:
+    """The caps of the call's rows: the solution rows', then the meta rows' (each at the meta length)."""
+    meta_rows = scenario.get("meta_rows", 0)
+    if not meta_rows:
+        return scenario["caps"]
+    return (scenario["caps"] or [None] * scenario["rows"]) + [scenario.get("meta_new", scenario["new"])] * meta_rows
+
+
 def generated_tokens(scenario: dict) -> int:
-    caps = scenario["caps"] or [None] * scenario["rows"]
+    caps = row_caps(scenario) or [None] * scenario["rows"]
     return sum(scenario["new"] if cap is None else min(cap, scenario["new"]) for cap in caps)
 
 
 def prompt_ids(generator, scenario: dict) -> list[list[int]]:
+    """Solution prompts (one per group of G rows), then meta prompts: the meta instruction, shared by every meta
+    prompt as in the trainer's template, then the problem."""
     import torch
 
-    groups = scenario["rows"] // GROUP
-    prompts = torch.randint(5, 500, (groups, scenario["prompt"]), generator=generator).tolist()
-    return [ids for ids in prompts for _ in range(GROUP)]
+    def random_ids(*shape):
+        return torch.randint(5, 500, shape, generator=generator).tolist()
+
+    solutions = [ids for ids in random_ids(scenario["rows"] // GROUP, scenario["prompt"]) for _ in range(GROUP)]
+    if not scenario.get("meta_rows"):
+        return solutions
+    instruction = random_ids(META_PREFIX)
+    problems = random_ids(scenario["meta_rows"] // GROUP, META_PROMPT - META_PREFIX)
+    return solutions + [instruction + problem for problem in problems for _ in range(GROUP)]
 
 
 class TransformersBackend:
@@ -128,7 +156,7 @@ def run(args) -> dict:
         plan = {
             (n, name): scenario
             for n in args.new_tokens
-            for name, scenario in scenarios(args.prompt_tokens, args.hint_tokens, n).items()
+            for name, scenario in scenarios(args.prompt_tokens, args.hint_tokens, n, args.with_meta).items()
         }
         backend.generate(prompt_ids(generator, plan[(args.new_tokens[0], "masa")])[:8], None, 4)  # warm-up
         seconds = {key: [] for key in plan}
@@ -136,7 +164,7 @@ def run(args) -> dict:
             for key, scenario in plan.items():
                 prompts = prompt_ids(generator, scenario)  # fresh prompts: no prefix cached from a previous call
                 start = time.perf_counter()
-                lengths = backend.generate(prompts, scenario["caps"], scenario["new"])
+                lengths = backend.generate(prompts, row_caps(scenario), scenario["new"])
                 seconds[key].append(time.perf_counter() - start)
                 if sum(lengths) != generated_tokens(scenario):
                     raise RuntimeError(
@@ -147,7 +175,8 @@ def run(args) -> dict:
     for (n, name), scenario in plan.items():
         rows.append(
             dict(
-                new_tokens=n, scenario=name, rows=scenario["rows"], prompt_tokens=scenario["prompt"],
+                new_tokens=n, scenario=name, rows=scenario["rows"] + scenario.get("meta_rows", 0),
+                prompt_tokens=scenario["prompt"] if scenario["rows"] else META_PROMPT,
                 generated_tokens=generated_tokens(scenario), median_s=statistics.median(seconds[(n, name)]),
                 min_s=min(seconds[(n, name)]), max_s=max(seconds[(n, name)]), seconds=seconds[(n, name)],
             )
@@ -187,6 +216,13 @@ def table(result: dict) -> str:
         share = prefill[n]["median_s"] / ref["median_s"]
         verdict = "met" if saved >= GOAL_FACTOR * tokens else "not met"
         step = step_cost(ref, pick["gated rows only"], prefill[n])
+        if "masa, one call" in pick:
+            one, meta = pick["masa, one call"]["median_s"], pick["meta only"]["median_s"]
+            lines.append(
+                f"- N = {n}: MASA's solution and meta rows in one call take {one / ref['median_s']:.2f}x the solution "
+                f"rows alone (GRPO's call; goal <= 1.15x), and {one / (ref['median_s'] + meta):.2f}x the two calls "
+                f"made one after the other."
+            )
         lines.append(
             f"- N = {n}: MASA-efficient saves {saved:.1%} of the solution-generation time for {tokens:.1%} fewer "
             f"tokens (goal {GOAL_FACTOR * tokens:.1%}: {verdict}); prefill is {share:.0%} of MASA's call. A decoding "
@@ -221,6 +257,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--prompt-tokens", type=int, default=57)
     parser.add_argument("--hint-tokens", type=int, default=29)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--with-meta",
+        action="store_true",
+        help="vLLM only: also MASA's meta rows alone and in one call with the solutions (issue #14's goal 1)",
+    )
     parser.add_argument("--out-dir", type=Path, default=REPO / "outputs" / "bench_generate_rows")
     parser.add_argument("--from-json", type=Path, help="print the report of a saved result instead of measuring")
     args = parser.parse_args(argv)
@@ -228,6 +269,10 @@ def main(argv=None) -> dict:
         result = json.loads(args.from_json.read_text())
         print(table(result))
         return result
+    if args.with_meta and args.backend != "vllm":
+        parser.error(
+            "--with-meta needs --backend vllm (benchmarks/bench_transformers_generation.py times transformers)"
+        )
     if args.backend == "vllm":
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         os.environ.setdefault("OMP_NUM_THREADS", "1")
