@@ -1,19 +1,16 @@
 """Smoke test of benchmarks/bench_dynamic_sampling.py at its `--quick` size: every arm reported, no timing asserted."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from file_modules import import_file
 
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_dynamic_sampling.py"
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location("bench_dynamic_sampling", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_file(BENCHMARK)
 
 
 @pytest.mark.slow

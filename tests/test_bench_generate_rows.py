@@ -1,17 +1,15 @@
 """benchmarks/bench_generate_rows.py: its scenarios, its step-cost fit, and a smoke run (no timing asserted)."""
 
-import importlib.util
 from pathlib import Path
+
+from file_modules import import_file
 
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_generate_rows.py"
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location("bench_generate_rows", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_file(BENCHMARK)
 
 
 def test_scenarios_send_what_masa_efficient_sends():

@@ -9,6 +9,7 @@ import random
 
 import pytest
 import torch
+from file_modules import import_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerControl, TrainerState, TrainingArguments
 
 from masa_trl.arithmetic import (
@@ -268,14 +269,10 @@ def test_time_limit_callback_stops_training(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ the recipe
 def load_demo_recipe():
-    import importlib.util
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "recipes" / "masa_demo_cpu.py"
-    spec = importlib.util.spec_from_file_location("recipe_masa_demo_cpu", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_file(path, "recipe_masa_demo_cpu")
 
 
 def test_demo_recipe_runs_every_phase_on_a_tiny_budget(tmp_path, capsys):

@@ -1,22 +1,19 @@
 """Smoke test of scripts/gpu_step_profile.py in its CPU mode (`--device cpu --tiny`), at its smallest; no timing asserted."""
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from file_modules import import_file
 
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_step_profile.py"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_step_profile", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_file(SCRIPT)
 
 
 def test_tokenizer_is_padded_to_the_model_vocabulary():

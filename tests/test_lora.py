@@ -14,6 +14,7 @@ from unittest.mock import MagicMock, patch
 
 import pytest
 import torch
+from file_modules import import_file
 from masa_scripts import ScriptedGeneration, cpu_config, masa_dataset, meta_text, script_generation
 from peft import LoraConfig
 from safetensors.torch import load_file
@@ -240,12 +241,7 @@ def tiny_dry_run_flags(tiny_model_dir, tmp_path):
 
 
 def load_recipe(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", ROOT / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_file(ROOT / "recipes" / f"{name}.py", f"recipe_{name}")
 
 
 LORA_FLAGS = ["--use_peft", "--lora_r", "8", "--lora_target_modules", "q_proj", "v_proj"]

@@ -1,4 +1,3 @@
-import importlib.util
 import itertools
 import os
 import pickle
@@ -9,6 +8,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from file_modules import import_file
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -275,9 +275,7 @@ def _differential_corpus() -> list[tuple[str, str]]:
             gold, prediction = line.split(" | ")
             pairs.append((gold, prediction))
     path = Path(__file__).parent.parent / "benchmarks" / "bench_math_reward.py"
-    spec = importlib.util.spec_from_file_location("bench_math_reward", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = import_file(path)
     benchmark_pairs = set()
     for seed in (0, 5):
         _, golds, completions = bench.make_batch(256, group=8, seed=seed)

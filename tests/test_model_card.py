@@ -5,13 +5,13 @@ One step of `recipes/masa_qwen3_8b.py` (`main()`, in process, on CPU with the ti
 offline mode, so nothing leaves the machine. A step of the GRPO baseline checks its real code path too.
 """
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 from unittest.mock import MagicMock, patch
 
 import pytest
+from file_modules import import_file
 
 from masa_trl import MASAConfig
 from masa_trl.dry_run import parse_recipe_args
@@ -131,10 +131,7 @@ class TestAdapterCard:
 
 # ------------------------------------------------------------------------------------------ one tiny run
 def load_recipe(name: str):
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", ROOT / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_file(ROOT / "recipes" / f"{name}.py", f"recipe_{name}")
 
 
 def tiny_substitutions(tiny_model_dir, problems, output_dir) -> list[str]:

@@ -1,6 +1,5 @@
 """The recipes: the paper's values, YAML and command-line overrides, dry runs on CPU, batch layouts, launch configs."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -8,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from file_modules import import_file
 
 from masa_trl.dry_run import DryRunError, batch_layout, check_layout, parse_recipe_args
 
@@ -30,10 +30,7 @@ _loaded = {}
 def recipe(name: str):
     """Import recipes/<name>.py as a module (once), without running its `__main__` block."""
     if name not in _loaded:
-        spec = importlib.util.spec_from_file_location(f"recipe_{name}", RECIPES / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _loaded[name] = module
+        _loaded[name] = import_file(RECIPES / f"{name}.py", f"recipe_{name}")
     return _loaded[name]
 
 
