@@ -20,7 +20,14 @@ Scenarios, for each completion length N in `--new-tokens` (every row runs to N t
 - `efficient, no hint`: the same without the hint's tokens;
 - `gated rows only`: 48 rows, no caps (what leaving the gated rows out saves by itself);
 - `prefill`: 1 new token, for MASA's and MASA-efficient's prompts (the part of a call that does not shrink with
-  shorter completions).
+  shorter completions);
+- with `--with-meta` (vLLM): `meta only`, MASA's 64 meta rows (423-token prompts whose first 380 tokens, the meta
+  instruction, are shared, 0.375 x N tokens each), and `masa, one call`, the solution rows and the meta rows in one
+  call (issue #14's goal 1: at most 1.15 x the solution rows alone).
+
+The report also fits a decoding step's cost as `a + b * rows` to the two uncapped calls (`masa`, `gated rows only`)
+and gives the saving that model predicts if every capped row stopped costing at its cap: a bound from this
+machine's step costs, labelled as such, not a measurement.
 
 MASA-efficient generates 37.5% fewer solution tokens than MASA in every scenario; issue #14's goal is a saving of
 solution-generation time of at least 0.8 x that (30%). Defaults are the shapes `bench_step_cost.py` measured in the
