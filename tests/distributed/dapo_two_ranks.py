@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from unittest.mock import patch
 
+import torch
 from datasets import Dataset
 
 
@@ -73,4 +74,10 @@ def main(model_dir: str, output_file: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    try:
+        main(sys.argv[1], sys.argv[2])
+    finally:
+        # An undestroyed gloo process group can abort the process at exit ("terminate called without an active
+        # exception", exit code -6) after the run itself succeeded; PyTorch asks for this call before exiting.
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

@@ -117,4 +117,10 @@ def main(model_dir: str, output_file: str, accumulation: int = 1) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], *map(int, sys.argv[3:]))
+    try:
+        main(sys.argv[1], sys.argv[2], *map(int, sys.argv[3:]))
+    finally:
+        # An undestroyed gloo process group can abort the process at exit ("terminate called without an active
+        # exception", exit code -6) after the run itself succeeded; PyTorch asks for this call before exiting.
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
