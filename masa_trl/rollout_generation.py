@@ -35,6 +35,23 @@ from accelerate.utils import broadcast_object_list, gather_object
 SOLUTION, META = "solution", "meta"
 
 
+@contextmanager
+def swapped(obj, name: str, value):
+    """`obj.<name>` is `value` for the duration, then what it was: an attribute the instance did not hold itself (a
+    method of its class) is deleted again, not left as an instance attribute. Every generator stands between TRL and a
+    backend object this way, for one call only."""
+    had_own = name in vars(obj)
+    original = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        if had_own:
+            setattr(obj, name, original)
+        else:
+            delattr(obj, name)
+
+
 @dataclass(frozen=True)
 class RowRequest:
     """One rollout to generate.
@@ -157,12 +174,9 @@ class ServerGenerator(RolloutGenerator):
         if not self.accelerator.is_main_process:
             yield
             return
-        client = self.vllm_generation.vllm_client
-        self.vllm_generation.vllm_client = GroupedClient(client, specs, self.eos_token_id, self.timeout, failure)
-        try:
+        client = GroupedClient(self.vllm_generation.vllm_client, specs, self.eos_token_id, self.timeout, failure)
+        with swapped(self.vllm_generation, "vllm_client", client):
             yield
-        finally:
-            self.vllm_generation.vllm_client = client
 
 
 def make_generator(trainer, trl_generate: TRLGenerate) -> RolloutGenerator:
@@ -209,7 +223,6 @@ class RowCapStopping:
 @contextmanager
 def row_caps(model, caps: list[int | None]):
     """Give `model.generate` a `RowCapStopping(caps)` for the duration (TRL calls `unwrapped_model.generate`)."""
-    had_own = "generate" in vars(model)
     original = model.generate
 
     def generate(*args, **kwargs):
@@ -219,14 +232,8 @@ def row_caps(model, caps: list[int | None]):
         criteria.append(RowCapStopping(caps))
         return original(*args, stopping_criteria=criteria, **kwargs)
 
-    model.generate = generate
-    try:
+    with swapped(model, "generate", generate):
         yield
-    finally:
-        if had_own:
-            model.generate = original
-        else:
-            del model.generate
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -242,27 +249,18 @@ def request_caps(model, caps: list[int | None]):
     `manager.add_requests`; for the duration, that manager's `add_requests` submits each prompt with its own cap. A
     capped row then finishes at its cap and leaves the batch, freeing its slot and cache blocks for the other rows.
     """
-    had_own = "continuous_batching_context_manager" in vars(model)
     original = model.continuous_batching_context_manager
 
     @contextmanager
     def capped_manager(*args, **kwargs):
         with original(*args, **kwargs) as manager:
             # The manager may be a cached, persistent one: the caps must not outlive this call.
-            manager.add_requests = functools.partial(add_capped_requests, manager.add_requests, caps)
-            try:
+            capped = functools.partial(add_capped_requests, manager.add_requests, caps)
+            with swapped(manager, "add_requests", capped):
                 yield manager
-            finally:
-                del manager.add_requests
 
-    model.continuous_batching_context_manager = capped_manager
-    try:
+    with swapped(model, "continuous_batching_context_manager", capped_manager):
         yield
-    finally:
-        if had_own:
-            model.continuous_batching_context_manager = original
-        else:
-            del model.continuous_batching_context_manager
 
 
 def add_capped_requests(add_requests, caps: list[int | None], inputs, max_new_tokens=None, **kwargs) -> list[str]:
@@ -306,12 +304,8 @@ class CappedLLM:
 
 @contextmanager
 def per_request_caps(vllm_generation, caps: list[int | None]):
-    llm = vllm_generation.llm
-    vllm_generation.llm = CappedLLM(llm, caps)
-    try:
+    with swapped(vllm_generation, "llm", CappedLLM(vllm_generation.llm, caps)):
         yield
-    finally:
-        vllm_generation.llm = llm
 
 
 # ---------------------------------------------------------------------------------------------------------------

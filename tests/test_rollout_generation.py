@@ -21,6 +21,7 @@ from masa_trl.rollout_generation import (
     add_capped_requests,
     request_caps,
     row_caps,
+    swapped,
 )
 
 
@@ -84,6 +85,22 @@ class TestGenerator:
         out = RolloutGenerator(FakeTRL(), EOS).generate([RowRequest([i], SOLUTION, i) for i in range(4)])
         part = out.select([3, 1])
         assert part.prompt_ids == [[3], [1]] and part.completion_ids == [[103] * 5, [101] * 5]
+
+
+def test_swapped_restores_an_instance_attribute_and_removes_a_class_one():
+    class Backend:
+        def generate(self):
+            return "class"
+
+    backend = Backend()
+    backend.llm = "engine"
+    with swapped(backend, "llm", "capped"), swapped(backend, "generate", lambda: "wrapped"):
+        assert backend.llm == "capped" and backend.generate() == "wrapped"
+    assert backend.llm == "engine"  # the instance's own value is back
+    assert "generate" not in vars(backend) and backend.generate() == "class"  # the class method shows through again
+    with pytest.raises(KeyError), swapped(backend, "llm", "capped"):
+        raise KeyError  # restored on an error too
+    assert backend.llm == "engine"
 
 
 class TestRowCaps:
