@@ -258,6 +258,12 @@ class MASAConfig(DynamicSamplingArguments, GRPOConfig):
         metadata={"help": "Number of recent audited prompts over which the gating precision is measured."},
     )
 
+    @property
+    def generates_jointly(self) -> bool:
+        """Whether a step's meta and solution rollouts share one generation call: `joint_generation`, with its default
+        (`None`) resolved per backend (one call on vLLM, one call per kind on transformers)."""
+        return self.use_vllm if self.joint_generation is None else self.joint_generation
+
     def __post_init__(self):
         super().__post_init__()  # resolves generation_batch_size and steps_per_generation first
         self._check_dynamic_sampling()

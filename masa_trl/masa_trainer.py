@@ -33,7 +33,14 @@ from masa_trl.meta_metrics import meta_alignment_metrics
 from masa_trl.meta_rewards import default_meta_reward_funcs
 from masa_trl.model_card import add_masa_section
 from masa_trl.rewards import SolutionStats
-from masa_trl.rollout_generation import META, SOLUTION, Generated, RowRequest, make_generator
+from masa_trl.rollout_generation import (
+    META,
+    SOLUTION,
+    Generated,
+    RowRequest,
+    colocated_engine_seats,
+    make_generator,
+)
 from masa_trl.templates import add_notion_hint, meta_prompt, solution_prompt
 
 
@@ -140,18 +147,20 @@ class MASAGRPOTrainer(GRPOTrainer):
         else:
             eval_dataset = _prepare_dataset(eval_dataset, required, "eval_dataset")
 
-        super().__init__(
-            model=model,
-            reward_funcs=reward_funcs,
-            args=args,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            reward_processing_classes=reward_processing_classes,
-            callbacks=callbacks,
-            optimizers=optimizers,
-            peft_config=peft_config,
-        )
+        # TRL seats its colocated vLLM engine for the solution rows of a call; MASA's calls also hold meta rows.
+        with colocated_engine_seats(args):
+            super().__init__(
+                model=model,
+                reward_funcs=reward_funcs,
+                args=args,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                processing_class=processing_class,
+                reward_processing_classes=reward_processing_classes,
+                callbacks=callbacks,
+                optimizers=optimizers,
+                peft_config=peft_config,
+            )
 
         if args.dynamic_sampling and not hasattr(self, "_dynamic_sampling_scores"):
             raise ValueError(
@@ -307,10 +316,7 @@ class MASAGRPOTrainer(GRPOTrainer):
             batch.generated[SOLUTION] = self._generate_rows(batch, solution_rows)
             return inputs
         solution_rows = self._row_requests(inputs, SOLUTION, layout.solution_prompts())
-        one_call = self.args.joint_generation
-        if one_call is None:  # per backend, as measured: see MASAConfig.joint_generation
-            one_call = self.use_vllm
-        if one_call:
+        if self.args.generates_jointly:  # the default per backend, as measured: see MASAConfig.joint_generation
             joint = self._generate_rows(batch, solution_rows + meta_rows)
             num_solution = len(solution_rows)
             batch.generated[SOLUTION] = joint.select(range(num_solution))

@@ -281,7 +281,44 @@ def add_capped_requests(add_requests, caps: list[int | None], inputs, max_new_to
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# vLLM colocate: one SamplingParams per request
+# vLLM colocate: an engine with a seat for every row of one call, and one SamplingParams per request
+
+
+def engine_seats(args) -> int:
+    """The sequences a process's colocated vLLM engine must run at once to hold MASA's largest generation call.
+
+    TRL builds the engine with `max_num_seqs = per_device_train_batch_size * vllm_tensor_parallel_size *
+    steps_per_generation`: the solution rows of one call. MASA's one call (`joint_generation`) also holds the M / G
+    meta rows per solution row; on seats for the solutions alone the meta rows would wait in the engine's queue until
+    solutions finish, and the two kinds would not be generated in parallel. With one call per kind, the meta call has
+    `rows * M / G` rows, more than TRL's seats whenever M > G.
+    """
+    solution_rows = args.per_device_train_batch_size * args.steps_per_generation
+    meta_rows = solution_rows * args.num_meta_generations // args.num_generations
+    rows = solution_rows + meta_rows if args.generates_jointly else max(solution_rows, meta_rows)
+    return rows * args.vllm_tensor_parallel_size
+
+
+@contextmanager
+def colocated_engine_seats(args):
+    """While TRL's `GRPOTrainer.__init__` runs, its colocated engine is built with `engine_seats(args)` seats.
+
+    The engine's scheduler limit is fixed when it is built, so MASA sets it there, through the name TRL builds
+    `VLLMGeneration` by; seats cost little memory (the KV cache is sized by `vllm_gpu_memory_utilization`).
+    """
+    if not (args.use_vllm and args.vllm_mode == "colocate"):
+        yield
+        return
+    from trl.trainer import grpo_trainer
+
+    build, seats = grpo_trainer.VLLMGeneration, engine_seats(args)
+
+    def seated(*build_args, **kwargs):
+        kwargs["max_num_seqs"] = max(kwargs.get("max_num_seqs") or 0, seats)
+        return build(*build_args, **kwargs)
+
+    with swapped(grpo_trainer, "VLLMGeneration", seated):
+        yield
 
 
 class CappedLLM:

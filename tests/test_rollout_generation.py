@@ -5,7 +5,7 @@ import time
 
 import pytest
 import torch
-from masa_scripts import ScriptedGeneration, masa_dataset, script_generation
+from masa_scripts import ScriptedGeneration, cpu_config, masa_dataset, script_generation
 from test_masa_trainer import PROBLEMS, batch_inputs, make_config, script_for
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -19,6 +19,8 @@ from masa_trl.rollout_generation import (
     RowRequest,
     ServerGenerator,
     add_capped_requests,
+    colocated_engine_seats,
+    engine_seats,
     request_caps,
     row_caps,
     swapped,
@@ -101,6 +103,48 @@ def test_swapped_restores_an_instance_attribute_and_removes_a_class_one():
     with pytest.raises(KeyError), swapped(backend, "llm", "capped"):
         raise KeyError  # restored on an error too
     assert backend.llm == "engine"
+
+
+class TestEngineSeats:
+    # cpu_config: 8 solution rows per process and call (G = 4), so 8 * 2 / 4 = 4 meta rows (M = 2).
+    @pytest.mark.parametrize(
+        ("overrides", "seats"),
+        [
+            (dict(use_vllm=True), 8 + 4),  # one call holds both kinds (the default on vLLM)
+            (dict(use_vllm=True, joint_generation=False), 8),  # one call per kind: the larger one
+            (dict(use_vllm=True, joint_generation=False, num_meta_generations=8), 16),  # M > G: the meta call
+            (dict(use_vllm=True, vllm_tensor_parallel_size=2), 2 * 12),  # TRL gathers a tensor-parallel group
+            (dict(use_vllm=True, gradient_accumulation_steps=2), 2 * 12),  # one call per steps_per_generation
+        ],
+        ids=["joint", "separate", "meta-larger", "tensor-parallel", "steps-per-generation"],
+    )
+    def test_seats_hold_the_largest_call(self, tmp_path, overrides, seats):
+        assert engine_seats(cpu_config(tmp_path, **overrides)) == seats
+
+    def test_trl_builds_the_colocated_engine_with_them(self, tmp_path, monkeypatch):
+        from trl.trainer import grpo_trainer
+
+        built = []
+        monkeypatch.setattr(grpo_trainer, "VLLMGeneration", lambda **kwargs: built.append(kwargs) or "engine")
+        fake = grpo_trainer.VLLMGeneration
+        args = cpu_config(tmp_path, use_vllm=True, vllm_mode="colocate")
+        with colocated_engine_seats(args):
+            # GRPOTrainer.__init__ builds it so (tests/test_trl_drift.py checks that it still does).
+            assert grpo_trainer.VLLMGeneration(model="m", max_num_seqs=8) == "engine"
+        assert built == [dict(model="m", max_num_seqs=12)]
+        assert grpo_trainer.VLLMGeneration is fake  # TRL's name is back afterwards
+        with colocated_engine_seats(args):  # never fewer seats than TRL's
+            grpo_trainer.VLLMGeneration(max_num_seqs=64)
+        assert built[-1] == dict(max_num_seqs=64)
+
+    @pytest.mark.parametrize("overrides", [dict(use_vllm=True, vllm_mode="server"), dict(use_vllm=False)])
+    def test_server_and_transformers_are_left_alone(self, tmp_path, overrides):
+        # A server's seats are set where it is launched (`vllm serve --max-num-seqs`); transformers has no engine.
+        from trl.generation.vllm_generation import VLLMGeneration
+        from trl.trainer import grpo_trainer
+
+        with colocated_engine_seats(cpu_config(tmp_path, **overrides)):
+            assert grpo_trainer.VLLMGeneration is VLLMGeneration
 
 
 class TestRowCaps:

@@ -345,6 +345,60 @@ def test_vllm_generation_is_the_class_these_checks_read():
     ), f"no self.vllm_generation.generate(...) call in {sorted(reachable)}: MASA-efficient's wrappers are bypassed"
 
 
+def _check_engine_seats(trainer_init: ast.Module, generation_trees: list[ast.Module]) -> None:
+    """rollout_generation.colocated_engine_seats rewrites the `max_num_seqs` GRPOTrainer builds VLLMGeneration with;
+    VLLMGeneration must hand that value to vLLM's `LLM(...)`."""
+    (built,) = [node for node in ast.walk(trainer_init) if _is_call_to(node, "VLLMGeneration")]
+    assert "max_num_seqs" in {keyword.arg for keyword in built.keywords}, (
+        f"GRPOTrainer builds VLLMGeneration without max_num_seqs: `{ast.unparse(built)[:200]}`"
+    )
+    nodes = [node for tree in generation_trees for node in ast.walk(tree)]
+    stored = any(
+        isinstance(node, ast.Assign)
+        and any(_is_self_attribute(target, "max_num_seqs") for target in node.targets)
+        and ast.unparse(node.value) == "max_num_seqs"
+        for node in nodes
+    )
+    engines = [node for node in nodes if _is_call_to(node, "LLM")]
+    assert engines, "VLLMGeneration no longer builds vllm.LLM itself"
+    for engine in engines:
+        seats = {keyword.arg: ast.unparse(keyword.value) for keyword in engine.keywords}.get("max_num_seqs")
+        assert seats == "max_num_seqs" or (seats == "self.max_num_seqs" and stored), (
+            f"vLLM's engine no longer gets VLLMGeneration's max_num_seqs: max_num_seqs={seats}"
+        )
+
+
+def _vllm_generation_trees(init_source: str | None = None, engine_source: str | None = None) -> list[ast.Module]:
+    init = init_source or inspect.getsource(VLLMGeneration.__init__)
+    return [_parse(init), _parse(engine_source or inspect.getsource(VLLMGeneration._init_vllm))]
+
+
+def test_colocated_engine_gets_the_seats_masa_sets():
+    _check_engine_seats(_method_tree(GRPOTrainer, "__init__"), _vllm_generation_trees())
+
+
+@pytest.mark.parametrize(
+    ("where", "old", "new"),
+    [
+        ("trainer", "max_num_seqs=args.per_device_train_batch_size", "max_seqs=args.per_device_train_batch_size"),
+        ("init", "self.max_num_seqs = max_num_seqs", "self.max_num_seqs = 256"),
+        ("engine", "max_num_seqs=self.max_num_seqs,", "max_num_seqs=256,"),
+        ("engine", "max_num_seqs=self.max_num_seqs,", ""),
+    ],
+    ids=["trainer-keyword", "init-ignores-it", "engine-literal", "engine-default"],
+)
+def test_engine_seats_check_fails_on_drift(where, old, new):
+    sources = {
+        "trainer": inspect.getsource(GRPOTrainer.__init__),
+        "init": inspect.getsource(VLLMGeneration.__init__),
+        "engine": inspect.getsource(VLLMGeneration._init_vllm),
+    }
+    assert old in sources[where]
+    sources[where] = sources[where].replace(old, new, 1)
+    with pytest.raises(AssertionError):
+        _check_engine_seats(_parse(sources["trainer"]), _vllm_generation_trees(sources["init"], sources["engine"]))
+
+
 def test_colocate_generation_calls_the_llm_as_capped_llm_accepts():
     _check_llm_calls(_method_tree(VLLMGeneration, "generate"))
 

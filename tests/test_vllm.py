@@ -92,6 +92,8 @@ def test_colocate_mode_trains(tiny_model_dir, tmp_path, unpacked_cpu_linear_weig
     )
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     llm, engine_calls = trainer.vllm_generation.llm, []
+    # The engine seats every row of that call (TRL seats the 8 solution rows only, so the meta rows would queue).
+    assert llm.llm_engine.vllm_config.scheduler_config.max_num_seqs == 2 * 4 + 2 * 2
     real_generate = llm.generate
 
     def recording_generate(prompts, **kwargs):
