@@ -30,6 +30,10 @@ from dataclasses import dataclass
 
 import torch
 from accelerate.utils import broadcast_object_list, gather_object
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
 
 
 SOLUTION, META = "solution", "meta"
@@ -190,6 +194,10 @@ def make_generator(trainer, trl_generate: TRLGenerate) -> RolloutGenerator:
             continuous_batching=trainer.use_transformers_continuous_batching,
         )
     if trainer.vllm_mode == "server":
+        if trainer.accelerator.is_main_process:
+            check_server_seats(
+                trainer.vllm_generation.vllm_client, call_rows(trainer.args) * trainer.accelerator.num_processes
+            )
         return ServerGenerator(
             trl_generate, eos, trainer.vllm_generation, trainer.accelerator, trainer.args.vllm_request_timeout
         )
@@ -284,19 +292,26 @@ def add_capped_requests(add_requests, caps: list[int | None], inputs, max_new_to
 # vLLM colocate: an engine with a seat for every row of one call, and one SamplingParams per request
 
 
+def call_rows(args) -> int:
+    """The rows of MASA's largest training generation call on one process.
+
+    TRL's calls hold the solution rows of a generation batch (`per_device_train_batch_size * steps_per_generation`).
+    MASA's one call (`joint_generation`) also holds the M / G meta rows per solution row; with one call per kind the
+    meta call has `rows * M / G` rows, more than the solution call whenever M > G.
+    """
+    solution_rows = args.per_device_train_batch_size * args.steps_per_generation
+    meta_rows = solution_rows * args.num_meta_generations // args.num_generations
+    return solution_rows + meta_rows if args.generates_jointly else max(solution_rows, meta_rows)
+
+
 def engine_seats(args) -> int:
     """The sequences a process's colocated vLLM engine must run at once to hold MASA's largest generation call.
 
     TRL builds the engine with `max_num_seqs = per_device_train_batch_size * vllm_tensor_parallel_size *
-    steps_per_generation`: the solution rows of one call. MASA's one call (`joint_generation`) also holds the M / G
-    meta rows per solution row; on seats for the solutions alone the meta rows would wait in the engine's queue until
-    solutions finish, and the two kinds would not be generated in parallel. With one call per kind, the meta call has
-    `rows * M / G` rows, more than TRL's seats whenever M > G.
+    steps_per_generation`: the solution rows of one call. On seats for the solutions alone, the meta rows of MASA's one
+    call would wait in the engine's queue until solutions finish, and the two kinds would not be generated in parallel.
     """
-    solution_rows = args.per_device_train_batch_size * args.steps_per_generation
-    meta_rows = solution_rows * args.num_meta_generations // args.num_generations
-    rows = solution_rows + meta_rows if args.generates_jointly else max(solution_rows, meta_rows)
-    return rows * args.vllm_tensor_parallel_size
+    return call_rows(args) * args.vllm_tensor_parallel_size
 
 
 @contextmanager
@@ -347,6 +362,24 @@ def per_request_caps(vllm_generation, caps: list[int | None]):
 
 # ---------------------------------------------------------------------------------------------------------------
 # vLLM server: one request per (n, cap), concurrently, with a timeout
+
+
+def check_server_seats(client, rows: int) -> int | None:
+    """A server's seats (`max_num_seqs`) are set where it is launched: warn, naming the fix, when one generation call
+    of the trainer holds more rows than the server runs at once. Returns the server's seats (None: not reported)."""
+    try:
+        seats = client.get_server_info()["scheduler_config"]["max_num_seqs"]
+    except Exception as error:  # noqa: BLE001 - advisory only: TRL reports an unreachable server itself
+        logger.info(f"Could not read the vLLM server's max_num_seqs ({type(error).__name__}: {error}).")
+        return None
+    if seats < rows:
+        logger.warning(
+            f"The vLLM server at {getattr(client, 'base_url', '?')} runs at most {seats} sequences at once "
+            f"(max_num_seqs), but one generation call of this run holds {rows} rows (solution and meta rows of every "
+            f"process), so {rows - seats} of them wait for a free seat and the meta rollouts are not generated in "
+            f"parallel with the solutions. Relaunch the server with `--max-num-seqs {rows}` if its memory allows."
+        )
+    return seats
 
 
 class GroupedClient:

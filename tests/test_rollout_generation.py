@@ -2,6 +2,7 @@
 
 import contextlib
 import time
+from unittest.mock import patch
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from masa_scripts import ScriptedGeneration, cpu_config, masa_dataset, script_ge
 from test_masa_trainer import PROBLEMS, batch_inputs, make_config, script_for
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from masa_trl import MASAGRPOTrainer
+from masa_trl import MASAGRPOTrainer, rollout_generation
 from masa_trl.layout import RolloutLayout
 from masa_trl.rollout_generation import (
     META,
@@ -19,6 +20,8 @@ from masa_trl.rollout_generation import (
     RowRequest,
     ServerGenerator,
     add_capped_requests,
+    call_rows,
+    check_server_seats,
     colocated_engine_seats,
     engine_seats,
     request_caps,
@@ -145,6 +148,34 @@ class TestEngineSeats:
 
         with colocated_engine_seats(cpu_config(tmp_path, **overrides)):
             assert grpo_trainer.VLLMGeneration is VLLMGeneration
+
+
+class TestServerSeats:
+    class Client:
+        base_url = "http://node-7:8000"
+
+        def __init__(self, info):
+            self.info = info
+
+        def get_server_info(self):
+            if isinstance(self.info, Exception):
+                raise self.info
+            return self.info
+
+    def test_too_few_seats_warn_with_the_fix(self, tmp_path):
+        rows = 2 * call_rows(cpu_config(tmp_path, use_vllm=True, vllm_mode="server"))  # two trainer processes
+        assert rows == 2 * 12
+        with patch.object(rollout_generation.logger, "warning") as warning:
+            assert check_server_seats(self.Client({"scheduler_config": {"max_num_seqs": 16}}), rows) == 16
+        (message,) = warning.call_args.args
+        assert "http://node-7:8000" in message and "holds 24 rows" in message and "--max-num-seqs 24" in message
+
+    def test_enough_seats_or_no_report_are_quiet(self):
+        with patch.object(rollout_generation.logger, "warning") as warning:
+            assert check_server_seats(self.Client({"scheduler_config": {"max_num_seqs": 256}}), 24) == 256
+            assert check_server_seats(self.Client({"model_config": {}}), 24) is None  # an older server's answer
+            assert check_server_seats(self.Client(RuntimeError("no dev endpoints")), 24) is None
+        warning.assert_not_called()
 
 
 class TestRowCaps:

@@ -20,7 +20,7 @@ import torch
 from datasets import Dataset
 from masa_scripts import cpu_config, masa_dataset
 
-from masa_trl import MASAGRPOTrainer
+from masa_trl import MASAGRPOTrainer, rollout_generation
 from masa_trl.generation_metrics import sampling_metrics
 
 
@@ -223,6 +223,7 @@ def test_server_mode_generates_through_http(tiny_model_dir, tmp_path, vllm_serve
         patch.object(VLLMClient, "init_communicator", lambda self, device: None),
         patch.object(VLLMGeneration, "sync_weights", autospec=True) as sync_weights,
         patch.object(VLLMClient, "generate", recording_generate),
+        patch.object(rollout_generation, "check_server_seats", wraps=rollout_generation.check_server_seats) as seats,
     ):
         trainer = MASAGRPOTrainer(
             model=str(tiny_model_dir),
@@ -230,6 +231,10 @@ def test_server_mode_generates_through_http(tiny_model_dir, tmp_path, vllm_serve
             args=vllm_config(tmp_path, vllm_mode="server", vllm_server_base_url=vllm_server),
             train_dataset=masa_dataset(PROBLEMS),
         )
+        # The trainer read the server's seats at start: one call holds 8 solution + 4 meta rows, fewer than them.
+        client = trainer.vllm_generation.vllm_client
+        seats.assert_called_once_with(client, 12)
+        assert rollout_generation.check_server_seats(client, 12) >= 12
         before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
         trainer.train()
 
