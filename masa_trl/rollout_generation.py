@@ -11,7 +11,8 @@ backend object it uses:
   skipped rows are left out of the call;
 * transformers continuous batching (`generate_batch`): each request gets its own `max_new_tokens`, so a capped row
   leaves the batch at its cap;
-* vLLM colocate (`vllm_generation.llm`): one `SamplingParams` per request, each with its own `max_tokens`;
+* vLLM colocate (`vllm_generation.llm`): one `SamplingParams` per request, each with its own `max_tokens`, on an
+  engine built with a seat for every row of a call (`colocated_engine_seats`);
 * vLLM server (`vllm_generation.vllm_client`, main process): the rows are regrouped into one request per group size
   and cap, all in flight at once, each prompt sent once with its own `n`; a failed or slow request ends the step
   with an error naming the server and the timeout on every process, instead of leaving the others waiting.
@@ -375,9 +376,10 @@ def check_server_seats(client, rows: int) -> int | None:
     if seats < rows:
         logger.warning(
             f"The vLLM server at {getattr(client, 'base_url', '?')} runs at most {seats} sequences at once "
-            f"(max_num_seqs), but one generation call of this run holds {rows} rows (solution and meta rows of every "
-            f"process), so {rows - seats} of them wait for a free seat and the meta rollouts are not generated in "
-            f"parallel with the solutions. Relaunch the server with `--max-num-seqs {rows}` if its memory allows."
+            f"(max_num_seqs), but one generation call of this run holds {rows} rows (over all processes), so "
+            f"{rows - seats} of them wait for a free seat; in a call holding both kinds, meta rollouts then wait for "
+            f"solutions instead of running beside them. Relaunch the server with `--max-num-seqs {rows}` if its "
+            "memory allows."
         )
     return seats
 

@@ -51,6 +51,12 @@ def vllm_config(tmp_path, **overrides):
     return cpu_config(tmp_path, **values)
 
 
+def colocate_config(tmp_path, **overrides):
+    # On vLLM's CPU backend the memory utilization is the share of host memory the engine reserves.
+    values = dict(vllm_mode="colocate", vllm_gpu_memory_utilization=0.3, vllm_max_model_length=2048)
+    return vllm_config(tmp_path, **(values | overrides))
+
+
 def digit_share_reward(completions, **kwargs):
     return [sum(ch.isdigit() for ch in c[0]["content"]) / max(len(c[0]["content"]), 1) for c in completions]
 
@@ -87,7 +93,7 @@ def test_colocate_mode_trains(tiny_model_dir, tmp_path, unpacked_cpu_linear_weig
     trainer = MASAGRPOTrainer(
         model=str(tiny_model_dir),
         reward_funcs=[math_accuracy_reward, digit_share_reward],
-        args=vllm_config(tmp_path, vllm_mode="colocate", vllm_gpu_memory_utilization=0.3, vllm_max_model_length=2048),
+        args=colocate_config(tmp_path),
         train_dataset=masa_dataset(PROBLEMS),
     )
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
@@ -181,8 +187,7 @@ def test_colocate_mode_trains_a_lora_adapter(tiny_model_dir, tmp_path, unpacked_
     trainer = MASAGRPOTrainer(
         model=str(tiny_model_dir),
         reward_funcs=[math_accuracy_reward, digit_share_reward],  # a random model needs a reward with variance
-        args=vllm_config(tmp_path, vllm_mode="colocate", vllm_gpu_memory_utilization=0.3, vllm_max_model_length=2048,
-                         learning_rate=5e-2),
+        args=colocate_config(tmp_path, learning_rate=5e-2),
         train_dataset=masa_dataset(PROBLEMS),
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
     )  # fmt: skip
@@ -309,9 +314,8 @@ def test_colocate_mode_efficient_caps_per_request(tiny_model_dir, tmp_path, unpa
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     trainer = MASAGRPOTrainer(
         model=str(tiny_model_dir),
-        args=vllm_config(tmp_path, vllm_mode="colocate", vllm_gpu_memory_utilization=0.3, vllm_max_model_length=2048,
-                         efficient_start_step=0, gating_audit_fraction=0.0, shuffle_dataset=False,
-                         meta_min_length=3, notion_hint_max_notions=1),
+        args=colocate_config(tmp_path, efficient_start_step=0, gating_audit_fraction=0.0, shuffle_dataset=False,
+                             meta_min_length=3, notion_hint_max_notions=1),
         train_dataset=masa_dataset(EFFICIENT_PROBLEMS),
     )  # fmt: skip
     trainer.model.train()
@@ -384,11 +388,8 @@ def test_colocate_mode_masa_with_dynamic_sampling(tiny_model_dir, tmp_path, unpa
     trainer = MASADAPOTrainer(
         model=str(tiny_model_dir),
         reward_funcs=[odd_length_reward],
-        args=vllm_config(
+        args=colocate_config(
             tmp_path,
-            vllm_mode="colocate",
-            vllm_gpu_memory_utilization=0.3,
-            vllm_max_model_length=2048,
             dynamic_sampling=True,
             dynamic_sampling_partial=True,
             max_steps=1,
