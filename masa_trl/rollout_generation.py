@@ -366,20 +366,21 @@ def per_request_caps(vllm_generation, caps: list[int | None]):
 
 
 def check_server_seats(client, rows: int) -> int | None:
-    """A server's seats (`max_num_seqs`) are set where it is launched: warn, naming the fix, when one generation call
-    of the trainer holds more rows than the server runs at once. Returns the server's seats (None: not reported)."""
+    """Log the server's seats (`max_num_seqs`, set where it is launched) against the rows of one generation call.
+
+    When the rows outnumber the seats, the rest wait and start as others finish; at the paper's scale (thousands of
+    rows per step) that is unavoidable and harmless (the short meta rows fill the seats the long solutions free), so
+    this is information for a throughput question, not a warning. Returns the seats (None: not reported)."""
     try:
         seats = client.get_server_info()["scheduler_config"]["max_num_seqs"]
-    except Exception as error:  # noqa: BLE001 - advisory only: TRL reports an unreachable server itself
+    except Exception as error:  # noqa: BLE001 - informational only: TRL reports an unreachable server itself
         logger.info(f"Could not read the vLLM server's max_num_seqs ({type(error).__name__}: {error}).")
         return None
     if seats < rows:
-        logger.warning(
+        logger.info(
             f"The vLLM server at {getattr(client, 'base_url', '?')} runs at most {seats} sequences at once "
-            f"(max_num_seqs), but one generation call of this run holds {rows} rows (over all processes), so "
-            f"{rows - seats} of them wait for a free seat; in a call holding both kinds, meta rollouts then wait for "
-            f"solutions instead of running beside them. Relaunch the server with `--max-num-seqs {rows}` if its "
-            "memory allows."
+            f"(max_num_seqs); one generation call of this run holds {rows} rows over all processes, so {rows - seats} "
+            f"wait for a free seat. If the server's memory allows, `--max-num-seqs {rows}` runs them all at once."
         )
     return seats
 

@@ -162,20 +162,20 @@ class TestServerSeats:
                 raise self.info
             return self.info
 
-    def test_too_few_seats_warn_with_the_fix(self, tmp_path):
+    def test_too_few_seats_are_reported_with_the_fix(self, tmp_path):
         rows = 2 * call_rows(cpu_config(tmp_path, use_vllm=True, vllm_mode="server"))  # two trainer processes
         assert rows == 2 * 12
-        with patch.object(rollout_generation.logger, "warning") as warning:
+        with patch.object(rollout_generation.logger, "info") as info:
             assert check_server_seats(self.Client({"scheduler_config": {"max_num_seqs": 16}}), rows) == 16
-        (message,) = warning.call_args.args
+        (message,) = info.call_args.args
         assert "http://node-7:8000" in message and "holds 24 rows" in message and "--max-num-seqs 24" in message
 
-    def test_enough_seats_or_no_report_are_quiet(self):
-        with patch.object(rollout_generation.logger, "warning") as warning:
+    def test_enough_seats_are_quiet_and_no_report_is_not_an_error(self):
+        with patch.object(rollout_generation.logger, "info") as info:
             assert check_server_seats(self.Client({"scheduler_config": {"max_num_seqs": 256}}), 24) == 256
-            assert check_server_seats(self.Client({"model_config": {}}), 24) is None  # an older server's answer
-            assert check_server_seats(self.Client(RuntimeError("no dev endpoints")), 24) is None
-        warning.assert_not_called()
+        info.assert_not_called()
+        assert check_server_seats(self.Client({"model_config": {}}), 24) is None  # an older server's answer
+        assert check_server_seats(self.Client(RuntimeError("no dev endpoints")), 24) is None
 
 
 class TestRowCaps:
