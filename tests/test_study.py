@@ -32,6 +32,16 @@ def test_worked_solution_without_mistakes_boxes_the_sum():
             assert task.cell_of(problem) == cell
 
 
+def test_cost_meter_tells_meta_prompts_from_solution_prompts():
+    # The study counts meta and solution tokens apart by the meta template's fixed text in a row's prompt.
+    from study.runner import CostMeter
+    from study.task import META_TEMPLATE, SOLUTION_TEMPLATE
+
+    marker = CostMeter.study_meta_marker
+    assert marker and marker in META_TEMPLATE.format(problem="4+9+3")
+    assert marker not in SOLUTION_TEMPLATE.format(problem="4+9+3")
+
+
 def test_step_errors_happen_at_the_configured_rate_and_make_the_answer_wrong():
     task = ChainTask(step_error=0.2)
     rng = random.Random(1)

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .arms import ARMS, Arm
-from .task import ChainTask
+from .task import META_TEMPLATE, ChainTask
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,9 @@ class Costs:
 class CostMeter:
     """Mixin (first in the MRO) that counts the generation and training cost of any of the study's trainers."""
 
-    study_meta_marker: str = "Predict:"
+    # A row is a meta rollout when its prompt carries the meta template's fixed text (the prompt's last 48 tokens are
+    # decoded, which hold the template and the short problem).
+    study_meta_marker: str = META_TEMPLATE.split("{")[0].strip()
 
     study_finish_per_step: int = 8  # cut rollouts finished per generation batch (a sample: finishing costs time)
 
