@@ -86,6 +86,9 @@ def threshold(settings: Settings, cost: str, goal: str, hi: float = HIGHEST) -> 
     ratios fall as `r` grows for both cost forms (a larger fixed part dilutes the rows' cost), so bisection finds the
     edge."""
 
+    if goal not in ("goal 1", "goal 2"):
+        raise ValueError(f"goal must be 'goal 1' or 'goal 2', got {goal!r}")
+
     def holds(r: float) -> bool:
         g = goals(settings, r, cost)
         return g["one_call_ratio"] <= GOAL_GENERATION_RATIO if goal == "goal 1" else g["saving"] >= g["saving_needed"]

@@ -49,6 +49,8 @@ def test_a_goal_that_holds_nowhere_or_everywhere(model):
     assert model.threshold(unreachable, "linear", "goal 1") is None
     no_cut = model.Settings(solution_length=384, meta_length=144, gated_share=0.0, cut_share=0.0)
     assert model.threshold(no_cut, "linear", "goal 2") == model.HIGHEST  # nothing saved, nothing needed
+    with pytest.raises(ValueError, match="goal must be"):
+        model.threshold(no_cut, "linear", "goal 3")
 
 
 def test_caps_that_cut_the_longest_rows_meet_both(model, capsys):
