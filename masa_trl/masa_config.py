@@ -80,6 +80,12 @@ class MASAConfig(DynamicSamplingArguments, GRPOConfig):
         vllm_request_timeout (`float`, *optional*, defaults to `3600.0`):
             vLLM server mode: seconds the main process waits for the server's answers to one generation call. A
             request that fails or takes longer stops training on every process with an error naming the server.
+        vllm_max_num_seqs (`int` or `None`, *optional*, defaults to `None`):
+            vLLM colocate mode: sequences each process's engine runs at once (`max_num_seqs`). `None` (default): a
+            seat for every row of MASA's largest generation call (solution plus meta rows in one call), so that the
+            meta rows do not wait for the solutions; TRL alone would seat the solution rows only. On vLLM's CPU build
+            more seats than a call's rows made that call slower (README, "Generation"), so a run made mostly of
+            MASA-efficient's separate calls may want fewer.
 
         > Parameters that control the expert behaviour-cloning pass (paper section 3.3)
 
@@ -185,6 +191,13 @@ class MASAConfig(DynamicSamplingArguments, GRPOConfig):
         default=3600.0,
         metadata={"help": "vLLM server mode: seconds to wait for the answers to one generation call."},
     )
+    vllm_max_num_seqs: int | None = field(
+        default=None,
+        metadata={
+            "help": "vLLM colocate: sequences the engine runs at once (None: every row of MASA's largest generation "
+            "call)."
+        },
+    )
 
     use_expert_bc: bool = field(
         default=False,
@@ -279,6 +292,11 @@ class MASAConfig(DynamicSamplingArguments, GRPOConfig):
             raise ValueError(f"difficulty_base must lie in (0, 1), got {self.difficulty_base} (the paper uses 0.01).")
         if self.meta_loss_weight < 0:
             raise ValueError(f"meta_loss_weight must be >= 0, got {self.meta_loss_weight}.")
+        if self.vllm_max_num_seqs is not None and self.vllm_max_num_seqs < 1:
+            raise ValueError(
+                f"vllm_max_num_seqs must be a positive number of sequences, got {self.vllm_max_num_seqs}. Leave it "
+                "unset to seat every row of a generation call."
+            )
         if not self.vllm_request_timeout > 0:
             raise ValueError(
                 f"vllm_request_timeout must be a positive number of seconds, got {self.vllm_request_timeout}."

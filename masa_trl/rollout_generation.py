@@ -317,7 +317,8 @@ def engine_seats(args) -> int:
 
 @contextmanager
 def colocated_engine_seats(args):
-    """While TRL's `GRPOTrainer.__init__` runs, its colocated engine is built with `engine_seats(args)` seats.
+    """While TRL's `GRPOTrainer.__init__` runs, its colocated engine is built with `args.vllm_max_num_seqs` seats, or
+    by default `engine_seats(args)` (never fewer than TRL's own).
 
     The engine's scheduler limit is fixed when it is built, so MASA sets it there, through the name TRL builds
     `VLLMGeneration` by; seats cost little memory (the KV cache is sized by `vllm_gpu_memory_utilization`).
@@ -327,10 +328,11 @@ def colocated_engine_seats(args):
         return
     from trl.trainer import grpo_trainer
 
-    build, seats = grpo_trainer.VLLMGeneration, engine_seats(args)
+    build, chosen = grpo_trainer.VLLMGeneration, args.vllm_max_num_seqs
 
     def seated(*build_args, **kwargs):
-        kwargs["max_num_seqs"] = max(kwargs.get("max_num_seqs") or 0, seats)
+        trl_seats = kwargs.get("max_num_seqs") or 0
+        kwargs["max_num_seqs"] = chosen if chosen is not None else max(trl_seats, engine_seats(args))
         return build(*build_args, **kwargs)
 
     with swapped(grpo_trainer, "VLLMGeneration", seated):

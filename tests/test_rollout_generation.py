@@ -139,6 +139,14 @@ class TestEngineSeats:
         with colocated_engine_seats(args):  # never fewer seats than TRL's
             grpo_trainer.VLLMGeneration(max_num_seqs=64)
         assert built[-1] == dict(max_num_seqs=64)
+        # A chosen number is taken as it is, fewer than TRL's too.
+        with colocated_engine_seats(cpu_config(tmp_path, use_vllm=True, vllm_mode="colocate", vllm_max_num_seqs=6)):
+            grpo_trainer.VLLMGeneration(max_num_seqs=8)
+        assert built[-1] == dict(max_num_seqs=6)
+
+    def test_a_chosen_number_must_be_positive(self, tmp_path):
+        with pytest.raises(ValueError, match="vllm_max_num_seqs must be a positive number"):
+            cpu_config(tmp_path, use_vllm=True, vllm_max_num_seqs=0)
 
     @pytest.mark.parametrize("overrides", [dict(use_vllm=True, vllm_mode="server"), dict(use_vllm=False)])
     def test_server_and_transformers_are_left_alone(self, tmp_path, overrides):
