@@ -33,6 +33,8 @@ import torch
 from accelerate.utils import broadcast_object_list, gather_object
 from transformers.utils import logging
 
+from masa_trl.layout import RolloutLayout
+
 
 logger = logging.get_logger(__name__)
 
@@ -300,8 +302,13 @@ def call_rows(args) -> int:
     MASA's one call (`joint_generation`) also holds the M / G meta rows per solution row; with one call per kind the
     meta call has `rows * M / G` rows, more than the solution call whenever M > G.
     """
-    solution_rows = args.per_device_train_batch_size * args.steps_per_generation
-    meta_rows = solution_rows * args.num_meta_generations // args.num_generations
+    layout = RolloutLayout(
+        args.per_device_train_batch_size * args.steps_per_generation,
+        args.num_generations,
+        args.num_meta_generations,
+        num_processes=args.world_size,
+    )
+    solution_rows, meta_rows = layout.num_local_rows, layout.num_local_meta_rows
     return solution_rows + meta_rows if args.generates_jointly else max(solution_rows, meta_rows)
 
 
